@@ -1,0 +1,30 @@
+# Short verbs. `make demo` and `make test` create or refresh .venv themselves.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)  ## send the sample digest to a local capture inbox under var/
+	$(BIN)/newsletter demo
+
+test: $(STAMP)  ## the whole test suite
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check newsletter tests bench
+	$(BIN)/ruff format --check newsletter tests bench
+	$(BIN)/mypy newsletter
+
+bench: $(STAMP)  ## delivery throughput against smtp-sink (see README)
+	$(BIN)/python bench/delivery.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,257 @@
+"""Settings: one validated object, loaded from a TOML file and NEWSLETTER_* env vars.
+
+Precedence: environment (``NEWSLETTER_<SECTION>__<KEY>``) over the file over defaults.
+Relative paths in a file are relative to the file's folder; defaults are relative to the
+current directory. Pass the resulting ``Settings`` object down; nothing reads it globally.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from newsletter.errors import ConfigError
+
+ENV_PREFIX = "NEWSLETTER_"
+CONFIG_ENV_VAR = "NEWSLETTER_CONFIG"
+DEFAULT_VAR_DIR = Path("var")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SmtpSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8025, ge=1, le=65535)
+    security: Literal["none", "starttls", "tls"] = "none"
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout: float = Field(default=30.0, gt=0)
+    connections: int = Field(default=2, ge=1, le=64)
+    max_per_second: float | None = Field(default=None, gt=0)
+    reconnect_after: int = Field(default=1000, ge=1)
+    max_attempts: int = Field(default=5, ge=1)
+    retry_base_seconds: float = Field(default=30.0, ge=0)
+    retry_max_seconds: float = Field(default=3600.0, ge=0)
+    pause_after_failures: int = Field(default=50, ge=1)
+    claim_batch: int = Field(default=16, ge=1, le=1000)
+
+
+class NewsletterSettings(Section):
+    title: str = "The Daily Digest"
+    from_name: str = "The Daily Digest"
+    from_address: EmailStr = "digest@example.org"
+    reply_to: EmailStr | None = None
+    postal_address: str = "Newsletter Ltd, 1 Example Street, 12345 Exampletown"
+    list_id: str | None = None
+    unsubscribe_mailto: EmailStr | None = None
+    language: str = "en"
+
+
+class FeedSettings(Section):
+    url: str
+    name: str | None = None
+    max_items: int | None = Field(default=None, ge=1)
+
+
+class SourcesSettings(Section):
+    articles_dir: Path = Path("seeds")
+    feeds: tuple[FeedSettings, ...] = ()
+    fetch_timeout: float = Field(default=20.0, gt=0)
+    max_feed_bytes: int = Field(default=5_000_000, ge=1024)
+    max_redirects: int = Field(default=5, ge=0)
+    user_agent: str | None = None
+
+
+class StoreSettings(Section):
+    url: str = f"sqlite:///{DEFAULT_VAR_DIR / 'newsletter.db'}"
+
+
+class DigestSettings(Section):
+    max_articles: int = Field(default=10, ge=1)
+    max_age_days: int = Field(default=7, ge=1)
+    subject: str = "{{ title }}: {{ date.strftime('%d %B %Y') }}"
+    templates_dir: Path | None = None
+    max_html_bytes: int = Field(default=102_000, ge=10_000)
+    sections_by_source: bool = False
+
+
+class WebSettings(Section):
+    base_url: str = "http://127.0.0.1:8000"
+    secret: SecretStr = SecretStr("change-me-this-is-not-a-secret")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    token_max_age_days: int = Field(default=365, ge=1)
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class ScheduleSettings(Section):
+    cron: str = "0 7 * * *"
+    timezone: str = "UTC"
+    grace_minutes: int = Field(default=360, ge=0)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Berlin)") from None
+        return value
+
+
+class DkimSettings(Section):
+    selector: str | None = None
+    domain: str | None = None
+    private_key_file: Path | None = None
+
+
+class LoggingSettings(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+_file_data: ContextVar[Mapping[str, Any]] = ContextVar("newsletter_config_file_data", default={})
+
+
+class Settings(BaseSettings):
+    """The whole configuration, validated. Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    smtp: SmtpSettings = SmtpSettings()
+    newsletter: NewsletterSettings = NewsletterSettings()
+    sources: SourcesSettings = SourcesSettings()
+    store: StoreSettings = StoreSettings()
+    digest: DigestSettings = DigestSettings()
+    web: WebSettings = WebSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    dkim: DkimSettings = DkimSettings()
+    logging: LoggingSettings = LoggingSettings()
+    config_path: Path | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        file_settings = InitSettingsSource(settings_cls, init_kwargs=dict(_file_data.get()))
+        return (init_settings, env_settings, file_settings)
+
+    @property
+    def var_dir(self) -> Path:
+        """Where runtime state (database, capture inbox, previews) lives by default."""
+        base = self.config_path.parent if self.config_path else Path.cwd()
+        return base / DEFAULT_VAR_DIR
+
+
+@contextmanager
+def _file_values(data: Mapping[str, Any]) -> Iterator[None]:
+    token = _file_data.set(data)
+    try:
+        yield
+    finally:
+        _file_data.reset(token)
+
+
+def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
+    """Load settings from ``path`` (or ``$NEWSLETTER_CONFIG``), env vars and ``overrides``."""
+    if path is None and os.environ.get(CONFIG_ENV_VAR):
+        path = os.environ[CONFIG_ENV_VAR]
+    config_path = Path(path).resolve() if path else None
+    data = _read_toml(config_path) if config_path else {}
+    source = str(config_path) if config_path else "the built-in defaults"
+    try:
+        with _file_values(data):
+            settings = Settings(**overrides, config_path=config_path)
+    except ValidationError as exc:
+        raise ConfigError(_describe_validation_error(exc, source)) from None
+    return _resolve_paths(settings) if config_path else settings
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found (check --config or ${CONFIG_ENV_VAR})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+
+
+def _describe_validation_error(exc: ValidationError, source: str) -> str:
+    """One line naming the first bad key, where it can come from, and what is wrong."""
+    error = exc.errors()[0]
+    key = ".".join(str(part) for part in error["loc"])
+    env_name = ENV_PREFIX + "__".join(str(p) for p in error["loc"] if not isinstance(p, int)).upper()
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = "unknown key (check the spelling against config.example.toml)"
+    elif error["type"] == "missing":
+        message = "required key is missing"
+    else:
+        message = message.removeprefix("Value error, ")
+        if "input" in error and not isinstance(error["input"], dict | list) and "password" not in key and "secret" not in key:
+            message += f" (got {error['input']!r})"
+    extra = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"{source}: {key}: {message} [set it in the file or with {env_name}]{extra}"
+
+
+def _resolve_paths(settings: Settings) -> Settings:
+    assert settings.config_path is not None
+    base = settings.config_path.parent
+
+    def absolute(p: Path) -> Path:
+        return p if p.is_absolute() else base / p
+
+    sources = settings.sources.model_copy(update={"articles_dir": absolute(settings.sources.articles_dir)})
+    digest = settings.digest
+    if digest.templates_dir is not None:
+        digest = digest.model_copy(update={"templates_dir": absolute(digest.templates_dir)})
+    dkim = settings.dkim
+    if dkim.private_key_file is not None:
+        dkim = dkim.model_copy(update={"private_key_file": absolute(dkim.private_key_file)})
+    store = settings.store
+    prefix = "sqlite:///"
+    if store.url.startswith(prefix) and not store.url.startswith(prefix + "/") and ":memory:" not in store.url:
+        store = store.model_copy(update={"url": prefix + str(base / store.url[len(prefix):])})
+    return settings.model_copy(update={"sources": sources, "digest": digest, "dkim": dkim, "store": store})

@@ -1,0 +1,90 @@
+"""Small data types the pipeline stages meet through. No I/O here."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class SubscriberState(enum.StrEnum):
+    PENDING = "pending"  # awaiting double opt-in confirmation
+    ACTIVE = "active"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+
+
+class DeliveryState(enum.StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class DigestState(enum.StrEnum):
+    SENDING = "sending"  # outbox created, deliveries still pending
+    SENT = "sent"  # every delivery is sent or failed
+    PAUSED = "paused"  # stopped after too many consecutive failures; resumable
+
+
+@dataclass(frozen=True)
+class Article:
+    """One article, from a file or a feed, already cleaned of page boilerplate.
+
+    ``key`` is the stable identity used for dedupe across runs and sources.
+    Exactly one of ``paragraphs`` (plain text) and ``body_html`` (sanitized) carries the body.
+    """
+
+    key: str
+    title: str
+    published: datetime  # timezone-aware, UTC
+    summary: str
+    paragraphs: tuple[str, ...] = ()
+    body_html: str | None = None
+    url: str | None = None
+    source: str | None = None  # agency credit or feed name
+    tags: tuple[str, ...] = ()
+    origin: str = ""  # file path or feed URL, for messages and per-source sections
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    id: int
+    email: str
+    name: str
+    state: SubscriberState = SubscriberState.ACTIVE
+    attrs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """What the delivery stage needs to personalize one message."""
+
+    delivery_id: int
+    subscriber_id: int
+    email: str
+    name: str
+    attrs: dict[str, str] = field(default_factory=dict)
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class RenderedDigest:
+    """The digest rendered and CSS-inlined once; personal fields are still tokens."""
+
+    subject: str
+    preheader: str
+    html: str
+    text: str
+    article_keys: tuple[str, ...]
+    summaries_only: bool = False  # True when the full text would exceed Gmail's clip size
+
+
+@dataclass(frozen=True)
+class DigestRecord:
+    id: int
+    subject: str
+    created_at: datetime
+    state: DigestState
+    slot: str | None
+    counts: dict[str, int] = field(default_factory=dict)

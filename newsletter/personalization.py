@@ -1,0 +1,77 @@
+"""Sentinel tokens that stand for a recipient's personal fields in the rendered digest.
+
+The digest is rendered and CSS-inlined once with tokens in place of the personal fields;
+the message stage substitutes real values per recipient. Tokens are plain ``[A-Za-z0-9_]``
+so premailer, HTML escaping and URL quoting leave them intact, and they carry a random
+per-digest nonce so article text cannot forge one.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+# Fields every template may use on ``subscriber``; custom CSV columns are ``subscriber.attrs.X``.
+BUILTIN_FIELDS = ("name", "email", "unsubscribe_url")
+ATTR_PREFIX = "attr_"
+_ATTR_KEY = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+
+
+def attr_key(name: str) -> str:
+    """Normalize a CSV column name into an attribute key usable as ``subscriber.attrs.KEY``."""
+    key = re.sub(r"[^A-Za-z0-9_]+", "_", name.strip()).strip("_").lower()
+    return key[:64]
+
+
+@dataclass(frozen=True)
+class TokenSet:
+    """Tokens for one digest. ``token('name')`` -> ``NLk3j9q_name_``."""
+
+    nonce: str = field(default_factory=lambda: "NL" + secrets.token_hex(6))
+
+    def token(self, field_name: str) -> str:
+        return f"{self.nonce}Q{field_name}Q"
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        return re.compile(re.escape(self.nonce) + r"Q([A-Za-z0-9_]+?)Q")
+
+    def placeholder(self) -> SubscriberPlaceholder:
+        """The object templates see as ``subscriber`` while the digest is rendered once."""
+        return SubscriberPlaceholder(self)
+
+
+class _AttrPlaceholders(Mapping[str, str]):
+    def __init__(self, tokens: TokenSet) -> None:
+        self._tokens = tokens
+
+    def __getitem__(self, key: str) -> str:
+        if not _ATTR_KEY.match(key):
+            raise KeyError(key)
+        return self._tokens.token(ATTR_PREFIX + key.lower())
+
+    def __getattr__(self, key: str) -> str:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+class SubscriberPlaceholder:
+    """Stands in for a subscriber in templates: every field renders as its token."""
+
+    def __init__(self, tokens: TokenSet) -> None:
+        self.name = tokens.token("name")
+        self.email = tokens.token("email")
+        self.unsubscribe_url = tokens.token("unsubscribe_url")
+        self.attrs = _AttrPlaceholders(tokens)

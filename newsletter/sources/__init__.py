@@ -1,0 +1,1 @@
+"""Article sources: a folder of article files and RSS/Atom feeds. Each returns ``Article``s."""
