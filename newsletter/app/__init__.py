@@ -1,0 +1,21 @@
+"""Use cases: the one place that wires the stages and the store together.
+
+The CLI, the scheduler and the web app all call these, so a digest is built the same way
+whichever door it came through.
+"""
+
+from newsletter.app.context import Context, utc_now
+from newsletter.app.digest import NextDigest, gather_candidates, next_digest, preview_digest
+from newsletter.app.send import SendSummary, send_now, send_test_copy
+
+__all__ = [
+    "Context",
+    "NextDigest",
+    "SendSummary",
+    "gather_candidates",
+    "next_digest",
+    "preview_digest",
+    "send_now",
+    "send_test_copy",
+    "utc_now",
+]

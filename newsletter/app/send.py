@@ -1,0 +1,258 @@
+"""Sending: resume unfinished digests, then build and send the next one, under a DB lock."""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from newsletter.app.context import Context
+from newsletter.app.digest import NextDigest, next_digest
+from newsletter.delivery.dkim import make_signer
+from newsletter.delivery.engine import DeliveryEngine, Progress, SendReport
+from newsletter.delivery.smtp import close_quietly, connect
+from newsletter.errors import DeliveryError, DeliveryPaused, SendInProgress, SubscriberError
+from newsletter.message import Envelope, PreparedMessage
+from newsletter.models import DigestState, Recipient
+from newsletter.personalization import TokenSet
+from newsletter.store import digests as digest_rows
+from newsletter.store import locks
+from newsletter.store import outbox
+from newsletter.store import subscribers as subscriber_rows
+from newsletter.subscribers import normalize_address
+
+log = logging.getLogger(__name__)
+
+LOCK_TTL = timedelta(minutes=5)
+LOCK_REFRESH = timedelta(seconds=30)
+
+
+@dataclass
+class SendSummary:
+    """What one ``send_now`` did."""
+
+    resumed: list[SendReport] = field(default_factory=list)
+    report: SendReport | None = None  # the new digest's send, if there was one
+    digest_id: int | None = None
+    subject: str | None = None
+    articles: int = 0
+    problems: list[str] = field(default_factory=list)
+    skipped_reason: str | None = None  # why no new digest was made
+
+    @property
+    def interrupted(self) -> bool:
+        return any(r.interrupted for r in self.all_reports())
+
+    def all_reports(self) -> list[SendReport]:
+        return self.resumed + ([self.report] if self.report else [])
+
+
+class _SendLock:
+    """The database lock row held for a whole send, refreshed while it runs."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.owner = locks.process_owner()
+        self.refreshed_at = ctx.clock()
+
+    def refresh(self) -> None:
+        now = self.ctx.clock()
+        if now - self.refreshed_at < LOCK_REFRESH:
+            return
+        with self.ctx.store.atomic() as conn:
+            locks.refresh(conn, locks.SEND_LOCK, self.owner, now=now, ttl=LOCK_TTL)
+        self.refreshed_at = now
+
+
+@contextmanager
+def send_lock(ctx: Context) -> Iterator[_SendLock]:
+    """Hold the send lock, or raise ``SendInProgress`` naming who holds it."""
+    lock = _SendLock(ctx)
+    with ctx.store.atomic() as conn:
+        holder = locks.try_acquire(conn, locks.SEND_LOCK, lock.owner, now=ctx.clock(), ttl=LOCK_TTL)
+    if holder is not None:
+        raise SendInProgress(f"another send is running on this database ({holder}); try again when it ends")
+    try:
+        yield lock
+    finally:
+        with ctx.store.atomic() as conn:
+            locks.release(conn, locks.SEND_LOCK, lock.owner)
+
+
+def prepare_message(ctx: Context, digest: digest_rows.StoredDigest) -> PreparedMessage:
+    """The digest's MIME message with holes for the personal fields (built once per send)."""
+    return PreparedMessage(
+        digest_id=digest.id,
+        subject=digest.subject,
+        html_body=digest.html,
+        text_body=digest.text,
+        tokens=TokenSet(nonce=digest.token_nonce),
+        settings=ctx.settings,
+        unsubscribe_url=lambda r: ctx.unsubscribe_url(r.subscriber_id),
+        dkim_sign=make_signer(ctx.settings.dkim, default_domain=str(ctx.settings.newsletter.from_address).rpartition("@")[2]),
+    )
+
+
+def deliver_digest(
+    ctx: Context,
+    digest_id: int,
+    *,
+    lock: _SendLock,
+    stop: threading.Event | None = None,
+    progress: Progress | None = None,
+    connection: smtplib.SMTP | None = None,
+) -> SendReport:
+    """Run the outbox of one digest to the end (or to a stop or pause) and record its state."""
+    with ctx.store.atomic() as conn:
+        digest = digest_rows.get_digest(conn, digest_id)
+    assert digest is not None, f"digest {digest_id} vanished"
+    engine = DeliveryEngine(
+        ctx.store,
+        ctx.settings.smtp,
+        prepare_message(ctx, digest),
+        clock=ctx.clock,
+        stop=stop,
+        progress=progress,
+        on_batch=lock.refresh,
+    )
+    report = engine.run(digest_id, first_connection=connection)
+    with ctx.store.atomic() as conn:
+        if report.paused_reason:
+            digest_rows.set_digest_state(conn, digest_id, DigestState.PAUSED, now=ctx.clock())
+        elif report.finished:
+            digest_rows.set_digest_state(conn, digest_id, DigestState.SENT, now=ctx.clock())
+    log.info(
+        "digest %s: %d sent, %d failed, %d to retry%s",
+        digest_id, report.sent, report.failed, report.retried,
+        " (interrupted; resumable)" if report.interrupted else "",
+    )
+    return report
+
+
+def send_now(
+    ctx: Context,
+    *,
+    slot: str | None = None,
+    stop: threading.Event | None = None,
+    progress: Progress | None = None,
+) -> SendSummary:
+    """Finish unfinished digests, then send a digest of the new articles (if any)."""
+    summary = SendSummary()
+    with send_lock(ctx) as lock:
+        with ctx.store.atomic() as conn:
+            unfinished = digest_rows.unfinished_digest_ids(conn)
+            slot_done = slot is not None and digest_rows.slot_taken(conn, slot)
+        upcoming = None
+        if slot_done:
+            summary.skipped_reason = f"the digest for slot {slot} was already made"
+        else:
+            upcoming, gathered = next_digest(ctx)
+            summary.problems = gathered.problems
+            if upcoming is None:
+                summary.skipped_reason = "no new articles since the last digest"
+        if not unfinished and upcoming is None:
+            return summary
+        connection: smtplib.SMTP | None = connect(ctx.settings.smtp)  # fail fast, rows untouched
+        try:
+            for digest_id in unfinished:
+                log.info("resuming unfinished digest %s", digest_id)
+                report = deliver_digest(
+                    ctx, digest_id, lock=lock, stop=stop, progress=progress, connection=connection
+                )
+                connection = None  # the engine's first worker owns and closes it
+                summary.resumed.append(report)
+                _raise_if_paused(report)
+                if report.interrupted:
+                    return summary
+            if upcoming is not None:
+                digest_id = _create_digest(ctx, upcoming, slot)
+                summary.digest_id, summary.subject = digest_id, upcoming.rendered.subject
+                summary.articles = len(upcoming.articles)
+                summary.report = deliver_digest(
+                    ctx, digest_id, lock=lock, stop=stop, progress=progress, connection=connection
+                )
+                connection = None
+                _raise_if_paused(summary.report)
+        finally:
+            close_quietly(connection)
+    return summary
+
+
+def _create_digest(ctx: Context, upcoming: NextDigest, slot: str | None) -> int:
+    now = ctx.clock()
+    with ctx.store.atomic() as conn:
+        digest_id = digest_rows.create_digest(
+            conn, upcoming.rendered, token_nonce=upcoming.tokens.nonce, slot=slot, now=now
+        )
+        recipients = outbox.create_outbox(conn, digest_id, now=now)
+    log.info("digest %s: %d articles for %d subscribers", digest_id, len(upcoming.articles), recipients)
+    return digest_id
+
+
+def _raise_if_paused(report: SendReport) -> None:
+    if report.paused_reason:
+        raise DeliveryPaused(f"digest {report.digest_id}: {report.paused_reason}")
+
+
+def send_test_copy(ctx: Context, address: str) -> tuple[Envelope, NextDigest]:
+    """Send the next digest to one address as a test; nothing is marked as sent."""
+    to = normalize_address(address)
+    upcoming, _ = next_digest(ctx, remember=False)
+    if upcoming is None:
+        raise SubscriberError("no new articles: there is no next digest to send a test copy of")
+    with ctx.store.atomic() as conn:
+        known = subscriber_rows.get_by_email(conn, to)
+    recipient = Recipient(
+        delivery_id=0,
+        subscriber_id=known.id if known else 0,
+        email=to,
+        name=known.name if known else "",
+        attrs=known.attrs if known else {},
+    )
+    message = PreparedMessage(
+        digest_id=0,
+        subject="[TEST] " + upcoming.rendered.subject,
+        html_body=upcoming.rendered.html,
+        text_body=upcoming.rendered.text,
+        tokens=upcoming.tokens,
+        settings=ctx.settings,
+        unsubscribe_url=lambda r: ctx.unsubscribe_url(r.subscriber_id),
+    )
+    envelope = message.personalize(recipient, now=ctx.clock())
+    client = connect(ctx.settings.smtp)
+    try:
+        client.sendmail(envelope.sender, [envelope.recipient], envelope.data)
+    except (OSError, smtplib.SMTPException) as exc:
+        raise DeliveryError(f"the SMTP server did not accept the test copy for {to}: {exc}") from None
+    finally:
+        close_quietly(client)
+    return envelope, upcoming
+
+
+@dataclass(frozen=True)
+class DigestStatus:
+    id: int
+    subject: str
+    state: str
+    slot: str | None
+    created_at: datetime
+    counts: dict[str, int]
+    failures: list[tuple[str, int]]
+
+
+def digest_status(ctx: Context, *, limit: int = 10) -> list[DigestStatus]:
+    """Recent digests with their delivery counts per state and the reasons of failures."""
+    with ctx.store.atomic() as conn:
+        recent = digest_rows.recent_digests(conn, limit=limit)
+        counts = digest_rows.delivery_counts(conn, [d.id for d in recent])
+        return [
+            DigestStatus(
+                d.id, d.subject, d.state.value, d.slot, d.created_at, counts[d.id],
+                digest_rows.failure_reasons(conn, d.id) if counts[d.id].get("failed") else [],
+            )
+            for d in recent
+        ]

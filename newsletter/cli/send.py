@@ -1,0 +1,194 @@
+"""Commands that build and send digests: demo, send-now, preview, status, inbox."""
+
+from __future__ import annotations
+
+import shutil
+import webbrowser
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import click
+
+from newsletter import app
+from newsletter.app.send import digest_status
+from newsletter.cli.base import CliState, pass_state, stop_on_signals
+from newsletter.config import Settings
+from newsletter.errors import UsageError
+from newsletter.inbox import CaptureInbox
+from newsletter.logs import progress_for
+from newsletter.message import fill_tokens
+from newsletter.subscribers import import_csv
+
+PREVIEW_VALUES = {"name": "Alex Reader", "email": "alex@example.org", "unsubscribe_url": "#unsubscribe"}
+
+
+def _print_summary(summary: app.SendSummary) -> None:
+    for report in summary.resumed:
+        click.echo(
+            f"resumed digest {report.digest_id}: {report.sent} sent, {report.failed} failed"
+            + (", stopped early (resumable)" if report.interrupted else "")
+        )
+    if summary.report is not None:
+        r = summary.report
+        click.echo(
+            f"digest {summary.digest_id} \u201c{summary.subject}\u201d: {summary.articles} articles, "
+            f"{r.sent} sent, {r.failed} failed"
+            + (f", {r.counts.get('pending', 0)} left to retry" if r.counts.get("pending") else "")
+            + (", stopped early (resumable with send-now)" if r.interrupted else "")
+        )
+    elif summary.skipped_reason:
+        click.echo(f"{summary.skipped_reason}; nothing new was sent.")
+    for problem in summary.problems:
+        click.echo(f"warning: {problem}", err=True)
+
+
+@click.command("send-now")
+@click.option("--dry-run", is_flag=True, help="Show what would be sent; send and mark nothing.")
+@click.option("--to", "test_address", metavar="ADDRESS", help="Send one test copy to ADDRESS; mark nothing as sent.")
+@pass_state
+def send_now(state: CliState, dry_run: bool, test_address: str | None) -> None:
+    """Send the digest of new articles to every active subscriber now.
+
+    Any digest a previous run left unfinished (crash, Ctrl-C, SMTP outage) is finished first;
+    nobody who already got it receives it again.
+    """
+    ctx = state.context()
+    if test_address:
+        envelope, upcoming = app.send_test_copy(ctx, test_address)
+        click.echo(f"test copy of \u201c{upcoming.rendered.subject}\u201d sent to {envelope.recipient}")
+        return
+    if dry_run:
+        _dry_run(ctx)
+        return
+    with stop_on_signals() as stop:
+        summary = app.send_now(ctx, stop=stop, progress=progress_for())
+    _print_summary(summary)
+
+
+def _dry_run(ctx: app.Context) -> None:
+    from newsletter.store import digests as digest_rows
+    from newsletter.store import subscribers as subscriber_rows
+
+    with ctx.store.atomic() as conn:
+        unfinished = digest_rows.unfinished_digest_ids(conn)
+        active = subscriber_rows.count_by_state(conn).get("active", 0)
+    for digest_id in unfinished:
+        click.echo(f"would first finish unfinished digest {digest_id}")
+    upcoming, gathered = app.preview_digest(ctx)
+    for problem in gathered.problems:
+        click.echo(f"warning: {problem}", err=True)
+    if upcoming is None:
+        click.echo("no new articles since the last digest; nothing would be sent.")
+        return
+    click.echo(f"would send \u201c{upcoming.rendered.subject}\u201d to {active} active subscribers:")
+    for article in upcoming.articles:
+        click.echo(f"  {article.published:%Y-%m-%d}  {article.title}")
+    size = len(upcoming.rendered.html.encode())
+    click.echo(f"HTML size {size / 1000:.1f} KB" + (" (summaries only)" if upcoming.rendered.summaries_only else ""))
+
+
+@click.command()
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the HTML here and do not open a browser.")
+@pass_state
+def preview(state: CliState, output: Path | None) -> None:
+    """Render the next digest without sending or marking anything, and open it in a browser."""
+    ctx = state.context()
+    upcoming, gathered = app.preview_digest(ctx)
+    for problem in gathered.problems:
+        click.echo(f"warning: {problem}", err=True)
+    if upcoming is None:
+        click.echo("no new articles since the last digest; there is nothing to preview.")
+        return
+    html = fill_tokens(upcoming.rendered.html, upcoming.tokens, PREVIEW_VALUES, escape=True)
+    target = output or (ctx.settings.var_dir / "preview.html")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(html, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{target}: cannot write the preview: {exc.strerror}") from None
+    click.echo(f"preview of \u201c{upcoming.rendered.subject}\u201d ({len(upcoming.articles)} articles) written to {target}")
+    if output is None and not webbrowser.open(target.resolve().as_uri()):
+        click.echo(f"open it in a browser: {target.resolve().as_uri()}")
+
+
+@click.command()
+@click.option("--limit", default=10, show_default=True, help="How many recent digests to list.")
+@pass_state
+def status(state: CliState, limit: int) -> None:
+    """List recent digests with their deliveries per state and the reasons of failures."""
+    rows = digest_status(state.context(), limit=limit)
+    if not rows:
+        click.echo("no digests yet.")
+        return
+    for row in rows:
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(row.counts.items())) or "no recipients"
+        slot = f" slot {row.slot}" if row.slot else ""
+        click.echo(f"#{row.id} {row.created_at:%Y-%m-%d %H:%M} UTC{slot} [{row.state}] {row.subject}: {counts}")
+        for reason, n in row.failures:
+            click.echo(f"    {n} failed: {reason}")
+
+
+@click.command()
+@click.option("--port", default=8025, show_default=True, help="Port to listen on (127.0.0.1).")
+@click.option("--folder", type=click.Path(file_okay=False, path_type=Path), help="Where to store messages. Default: var/inbox.")
+@pass_state
+def inbox(state: CliState, port: int, folder: Path | None) -> None:
+    """Run a local capture SMTP server that stores every message as an .eml file."""
+    target = folder or state.settings.var_dir / "inbox"
+    with CaptureInbox(target, port=port), stop_on_signals() as stop:
+        click.echo(f"capture inbox listening on 127.0.0.1:{port}, saving to {target}; Ctrl-C to stop")
+        stop.wait()
+
+
+DEMO_SUBSCRIBERS = Path(__file__).resolve().parent.parent / "demo_subscribers.csv"
+
+
+@click.command()
+@pass_state
+def demo(state: CliState) -> None:
+    """Send the sample articles in seeds/ to sample subscribers through a local capture inbox.
+
+    Everything is real (SQLite, SMTP over loopback); state goes to var/demo/, reset each time.
+    """
+    base = state.settings
+    root = base.var_dir / "demo"
+    shutil.rmtree(root, ignore_errors=True)
+    with CaptureInbox(root / "inbox") as capture:
+        settings = _demo_settings(base, root, capture.port)
+        ctx = app.Context.open(settings)
+        try:
+            report = import_csv(ctx.store, DEMO_SUBSCRIBERS, now=ctx.clock())
+            click.echo(f"imported {report.imported} sample subscribers")
+            with stop_on_signals() as stop:
+                summary = app.send_now(ctx, stop=stop, progress=progress_for())
+        finally:
+            ctx.close()
+    _print_summary(summary)
+    messages = sorted((root / "inbox").glob("*.eml"))
+    for eml in messages:
+        _write_html_part(eml)
+    click.echo(f"\n{len(messages)} messages received in {root / 'inbox'} (.eml files, with .html beside each)")
+    if messages:
+        click.echo(f"look at one in a browser:  {messages[0].with_suffix('.html').resolve().as_uri()}")
+    click.echo("preview the next digest:   newsletter preview    (or: newsletter serve)")
+
+
+def _demo_settings(base: Settings, root: Path, port: int) -> Settings:
+    return base.model_copy(
+        update={
+            "smtp": base.smtp.model_copy(update={"host": "127.0.0.1", "port": port, "security": "none", "username": None}),
+            "store": base.store.model_copy(update={"url": f"sqlite:///{root / 'newsletter.db'}"}),
+            # The sample articles have fixed dates; the demo must work on any day.
+            "digest": base.digest.model_copy(update={"max_age_days": 36500}),
+        }
+    )
+
+
+def _write_html_part(eml: Path) -> None:
+    message = message_from_bytes(eml.read_bytes(), policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    part = message.get_body(("html",))
+    if part is not None:
+        eml.with_suffix(".html").write_text(part.get_content(), encoding="utf-8")
+

@@ -1,0 +1,1 @@
+"""Delivery: SMTP connections, rate limiting, DKIM, and the resumable outbox engine."""

@@ -1,0 +1,99 @@
+"""Opening SMTP connections and sorting SMTP errors into permanent and temporary."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import ssl
+from dataclasses import dataclass
+
+from newsletter.config import SmtpSettings
+from newsletter.errors import DeliveryError
+
+
+def _where(settings: SmtpSettings) -> str:
+    return f"{settings.host}:{settings.port}"
+
+
+def connect(settings: SmtpSettings) -> smtplib.SMTP:
+    """An authenticated SMTP connection, or ``DeliveryError`` with one line saying what to check."""
+    try:
+        if settings.security == "tls":
+            client: smtplib.SMTP = smtplib.SMTP_SSL(
+                settings.host, settings.port, timeout=settings.timeout, context=ssl.create_default_context()
+            )
+        else:
+            client = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)
+        client.ehlo()
+        if settings.security == "starttls":
+            client.starttls(context=ssl.create_default_context())
+            client.ehlo()
+    except (OSError, smtplib.SMTPException) as exc:
+        raise DeliveryError(
+            f"cannot connect to the SMTP server {_where(settings)}: {_describe(exc)} "
+            "(check [smtp] host, port and security)"
+        ) from None
+    if settings.username:
+        password = settings.password.get_secret_value() if settings.password else ""
+        try:
+            client.login(settings.username, password)
+        except smtplib.SMTPAuthenticationError as exc:
+            close_quietly(client)
+            raise DeliveryError(
+                f"the SMTP server {_where(settings)} rejected the login for {settings.username!r}: "
+                f"{exc.smtp_code} {_text(exc.smtp_error)} "
+                "(check [smtp] username and password, or NEWSLETTER_SMTP__PASSWORD)"
+            ) from None
+        except (OSError, smtplib.SMTPException) as exc:
+            close_quietly(client)
+            raise DeliveryError(f"cannot log in to {_where(settings)}: {_describe(exc)}") from None
+    return client
+
+
+def close_quietly(client: smtplib.SMTP | None) -> None:
+    """QUIT if the server still listens; a connection that is already gone is fine."""
+    if client is None:
+        return
+    try:
+        client.quit()
+    except (OSError, smtplib.SMTPException):
+        client.close()
+
+
+def _text(raw: bytes | str) -> str:
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    return " ".join(text.split())
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return f"{exc.smtp_code} {_text(exc.smtp_error)}"
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, socket.gaierror):
+        return "unknown host"
+    return str(exc) or type(exc).__name__
+
+
+@dataclass(frozen=True)
+class SendFailure:
+    """Why one message was not accepted. ``connection_lost``: reconnect before the next one."""
+
+    permanent: bool
+    reason: str
+    connection_lost: bool
+
+
+def classify(exc: BaseException, recipient: str) -> SendFailure:
+    """Sort an exception from ``sendmail`` into permanent/temporary and connection state."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        code, message = exc.recipients.get(recipient, (450, b"recipient refused"))
+        return SendFailure(code >= 500, f"{code} {_text(message)}", connection_lost=code == 421)
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return SendFailure(False, f"connection lost: {_describe(exc)}", connection_lost=True)
+    if isinstance(exc, smtplib.SMTPResponseException):
+        code = exc.smtp_code
+        return SendFailure(code >= 500, _describe(exc), connection_lost=code == 421 or code < 400)
+    return SendFailure(False, f"connection problem: {_describe(exc)}", connection_lost=True)

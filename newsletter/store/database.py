@@ -1,0 +1,74 @@
+"""Opening the database and running transactions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+
+from newsletter.errors import StoreError
+from newsletter.store.schema import migrate
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets the web app read while a send writes; NORMAL is durable across process crashes
+    # (only an OS crash can lose the last commits) and keeps per-batch commits cheap.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class Store:
+    """A database handle. ``atomic()`` yields a connection inside one committed transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str, *, now: datetime | None = None) -> Store:
+        """Open (creating and migrating if needed) the database at a SQLAlchemy URL."""
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise StoreError(f"[store] url: {url!r} is not a database URL (e.g. sqlite:///var/newsletter.db)") from None
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            engine = create_engine(parsed)
+        except (ArgumentError, ImportError) as exc:
+            raise StoreError(f"[store] url: cannot use {parsed.render_as_string(hide_password=True)}: {exc}") from None
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        store = cls(engine)
+        try:
+            with store.atomic() as conn:
+                migrate(conn, now or datetime.now(UTC))
+        except OperationalError as exc:
+            raise StoreError(
+                f"cannot open database {parsed.render_as_string(hide_password=True)}: {exc.orig}"
+            ) from None
+        return store
+
+    @contextmanager
+    def atomic(self) -> Iterator[Connection]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise StoreError(f"database error: {exc.orig}") from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+__all__ = ["SQLAlchemyError", "Store"]

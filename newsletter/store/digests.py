@@ -1,0 +1,217 @@
+"""Articles seen and the digests that carried them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
+
+from newsletter.errors import SendInProgress
+from newsletter.models import Article, DigestState, RenderedDigest
+from newsletter.store.schema import articles, deliveries, digest_articles, digests
+
+
+def _article_to_json(article: Article) -> str:
+    data = asdict(article)
+    data["published"] = article.published.isoformat()
+    return json.dumps(data, ensure_ascii=False)
+
+
+def _article_from_json(payload: str, published: datetime) -> Article:
+    data = json.loads(payload)
+    data["published"] = published  # the stored value: first seen for undated feed entries
+    data["paragraphs"] = tuple(data.get("paragraphs") or ())
+    data["tags"] = tuple(data.get("tags") or ())
+    return Article(**data)
+
+
+def remember_articles(conn: Connection, found: Sequence[Article], *, now: datetime) -> int:
+    """Store articles not seen before (by key); keep the first-seen copy of known ones."""
+    if not found:
+        return 0
+    keys = [a.key for a in found]
+    known: set[str] = set()
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        known.update(conn.execute(select(articles.c.key).where(articles.c.key.in_(chunk))).scalars())
+    new: dict[str, Article] = {a.key: a for a in found if a.key not in known}
+    if new:
+        conn.execute(
+            articles.insert(),
+            [
+                {
+                    "key": a.key,
+                    "url": a.url,
+                    "title": a.title,
+                    "published": a.published,
+                    "first_seen": now,
+                    "origin": a.origin,
+                    "payload": _article_to_json(a),
+                }
+                for a in new.values()
+            ],
+        )
+    return len(new)
+
+
+def known_keys(conn: Connection, keys: Sequence[str]) -> set[str]:
+    """Which of ``keys`` the store has seen before."""
+    found: set[str] = set()
+    for start in range(0, len(keys), 500):
+        chunk = list(keys[start : start + 500])
+        found.update(conn.execute(select(articles.c.key).where(articles.c.key.in_(chunk))).scalars())
+    return found
+
+
+def uncarried_articles(conn: Connection, *, published_since: datetime) -> list[Article]:
+    """Articles no digest has carried yet, published at or after ``published_since``."""
+    carried = select(digest_articles.c.article_id)
+    rows = conn.execute(
+        select(articles.c.payload, articles.c.published)
+        .where(articles.c.published >= published_since)
+        .where(articles.c.id.not_in(carried))
+    )
+    return [_article_from_json(row.payload, row.published) for row in rows]
+
+
+def carried_urls(conn: Connection, *, published_since: datetime) -> list[str]:
+    """URLs of articles that digests already carried, within the window."""
+    rows = conn.execute(
+        select(articles.c.url)
+        .join(digest_articles, digest_articles.c.article_id == articles.c.id)
+        .where(articles.c.url.is_not(None), articles.c.published >= published_since)
+    )
+    return [url for (url,) in rows]
+
+
+@dataclass(frozen=True)
+class StoredDigest:
+    id: int
+    slot: str | None
+    subject: str
+    preheader: str
+    html: str
+    text: str
+    token_nonce: str
+    state: DigestState
+    created_at: datetime
+    finished_at: datetime | None
+
+
+def create_digest(
+    conn: Connection,
+    rendered: RenderedDigest,
+    *,
+    token_nonce: str,
+    slot: str | None,
+    now: datetime,
+) -> int:
+    """Insert a digest and claim its articles; the database refuses a slot or article twice."""
+    try:
+        digest_id = conn.execute(
+            digests.insert().values(
+                slot=slot,
+                subject=rendered.subject,
+                preheader=rendered.preheader,
+                html=rendered.html,
+                text=rendered.text,
+                token_nonce=token_nonce,
+                state=DigestState.SENDING.value,
+                created_at=now,
+            )
+        ).inserted_primary_key[0]
+        ids = dict(
+            conn.execute(
+                select(articles.c.key, articles.c.id).where(articles.c.key.in_(rendered.article_keys))
+            ).tuples()
+        )
+        conn.execute(
+            digest_articles.insert(),
+            [
+                {"digest_id": digest_id, "article_id": ids[key], "position": position}
+                for position, key in enumerate(rendered.article_keys)
+            ],
+        )
+    except IntegrityError:
+        raise SendInProgress(
+            "another send took these articles or this slot at the same moment; nothing was sent twice"
+        ) from None
+    return int(digest_id)
+
+
+def _to_stored(row: Row[Any]) -> StoredDigest:
+    data = dict(row._mapping)
+    data["state"] = DigestState(data["state"])
+    return StoredDigest(**data)
+
+
+def get_digest(conn: Connection, digest_id: int) -> StoredDigest | None:
+    row = conn.execute(select(digests).where(digests.c.id == digest_id)).first()
+    return _to_stored(row) if row else None
+
+
+def slot_taken(conn: Connection, slot: str) -> bool:
+    return conn.execute(select(digests.c.id).where(digests.c.slot == slot)).first() is not None
+
+
+def last_slot(conn: Connection) -> str | None:
+    """The newest scheduled slot a digest was made for (slots sort as ISO timestamps)."""
+    return conn.execute(select(func.max(digests.c.slot))).scalar()
+
+
+def unfinished_digest_ids(conn: Connection) -> list[int]:
+    """Digests whose outbox still has work (sending or paused), oldest first."""
+    return list(
+        conn.execute(
+            select(digests.c.id)
+            .where(digests.c.state.in_([DigestState.SENDING.value, DigestState.PAUSED.value]))
+            .order_by(digests.c.id)
+        ).scalars()
+    )
+
+
+def set_digest_state(conn: Connection, digest_id: int, state: DigestState, *, now: datetime) -> None:
+    values: dict[str, object] = {"state": state.value}
+    if state is DigestState.SENT:
+        values["finished_at"] = now
+    conn.execute(update(digests).where(digests.c.id == digest_id).values(**values))
+
+
+def recent_digests(conn: Connection, *, limit: int = 20, sent_only: bool = False) -> list[StoredDigest]:
+    stmt = select(digests).order_by(digests.c.id.desc()).limit(limit)
+    if sent_only:
+        stmt = stmt.where(digests.c.state == DigestState.SENT.value)
+    return [_to_stored(row) for row in conn.execute(stmt)]
+
+
+def delivery_counts(conn: Connection, digest_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+    """Per digest, how many deliveries are in each state."""
+    counts: dict[int, dict[str, int]] = {i: {} for i in digest_ids}
+    if not digest_ids:
+        return counts
+    rows = conn.execute(
+        select(deliveries.c.digest_id, deliveries.c.state, func.count())
+        .where(deliveries.c.digest_id.in_(digest_ids))
+        .group_by(deliveries.c.digest_id, deliveries.c.state)
+    )
+    for digest_id, state, count in rows:
+        counts[digest_id][state] = count
+    return counts
+
+
+def failure_reasons(conn: Connection, digest_id: int, *, limit: int = 10) -> list[tuple[str, int]]:
+    """The most common reasons deliveries of a digest failed, with their counts."""
+    rows = conn.execute(
+        select(deliveries.c.last_error, func.count().label("n"))
+        .where(deliveries.c.digest_id == digest_id, deliveries.c.state == "failed")
+        .group_by(deliveries.c.last_error)
+        .order_by(func.count().desc())
+        .limit(limit)
+    )
+    return [(reason or "unknown", n) for reason, n in rows]

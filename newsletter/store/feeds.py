@@ -1,0 +1,29 @@
+"""Per-feed HTTP validators (ETag, Last-Modified) kept between runs for conditional GETs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Connection, select
+
+from newsletter.store.schema import feed_state
+
+
+def load_validators(conn: Connection) -> dict[str, tuple[str | None, str | None]]:
+    """``url -> (etag, last_modified)`` for every feed fetched before."""
+    rows = conn.execute(select(feed_state.c.url, feed_state.c.etag, feed_state.c.last_modified))
+    return {row.url: (row.etag, row.last_modified) for row in rows}
+
+
+def save_validators(
+    conn: Connection, url: str, *, etag: str | None, last_modified: str | None, now: datetime
+) -> None:
+    updated = conn.execute(
+        feed_state.update()
+        .where(feed_state.c.url == url)
+        .values(etag=etag, last_modified=last_modified, checked_at=now)
+    ).rowcount
+    if not updated:
+        conn.execute(
+            feed_state.insert().values(url=url, etag=etag, last_modified=last_modified, checked_at=now)
+        )
