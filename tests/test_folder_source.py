@@ -1,0 +1,530 @@
+"""Reading articles from a folder: scraped ``.txt`` files and Markdown with front matter.
+
+Fixture files live in ``tests/articles/`` and are named after the case they cover.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from newsletter.errors import ArticleError, SourceError
+from newsletter.models import Article
+from newsletter.sources.folder import FolderResult, read_article_file, read_articles_dir
+from newsletter.sources.scraped import (
+    derive_title,
+    is_photo_caption,
+    shorten,
+    split_credit,
+    split_sentences,
+    strip_dateline,
+    summarize,
+)
+
+ARTICLES = Path(__file__).parent / "articles"
+SEEDS = Path(__file__).parent.parent / "seeds"
+
+
+def read(name: str) -> Article:
+    return read_article_file(ARTICLES / name)
+
+
+# --- scraped text files ---------------------------------------------------------------------
+
+
+def test_caption_dateline_and_credit_are_removed() -> None:
+    article = read("caption_and_credit.txt")
+
+    assert article == Article(
+        key="file:caption_and_credit",
+        title=(
+            "Crews restored power to most of the city on Thursday after a storm brought down lines"
+        ),
+        published=datetime(2026, 3, 14, tzinfo=UTC),
+        summary=(
+            "Crews restored power to most of the city on Thursday after a storm brought down "
+            "lines. Officials said full repairs would take days."
+        ),
+        paragraphs=(
+            "Crews restored power to most of the city on Thursday after a storm brought down "
+            "lines. Officials said full repairs would take days.",
+            '"We are working around the clock," the grid operator said.',
+        ),
+        body_html=None,
+        url=None,
+        source="AGENCY",
+        origin=str(ARTICLES / "caption_and_credit.txt"),
+    )
+    text = " ".join(article.paragraphs)
+    assert "Jane Roe" not in text
+    assert "March 13" not in text
+
+
+def test_caption_saying_not_pictured_is_dropped() -> None:
+    article = read("caption_not_pictured.txt")
+
+    assert article.paragraphs == (
+        "The city's oldest fire station reopened on Friday after an 18-month renovation.",
+        "The station will house four engines and a rescue boat.",
+    )
+    assert (
+        article.title
+        == "The city's oldest fire station reopened on Friday after an 18-month renovation"
+    )
+    assert article.source is None
+
+
+def test_signup_prompt_on_the_date_line_is_dropped() -> None:
+    article = read("signup_junk_on_date_line.txt")
+
+    assert article.published == datetime(2026, 11, 25, tzinfo=UTC)
+    assert article.title == "The first snow of the season is expected on Thursday night"
+    assert article.paragraphs == (
+        "The first snow of the season is expected on Thursday night. "
+        "Forecasters warned of icy roads.",
+    )
+
+
+def test_file_without_caption_dateline_or_credit_keeps_every_paragraph() -> None:
+    article = read("plain_no_extras.txt")
+
+    assert article.paragraphs == (
+        "The Kingsgate footbridge will close for three weeks from Monday. A detour adds about "
+        "600 metres.",
+        "Engineers said the new deck should last at least 40 years.",
+    )
+    assert article.title == "The Kingsgate footbridge will close for three weeks from Monday"
+    assert article.summary == article.paragraphs[0]
+    assert article.source is None
+
+
+def test_credit_alone_in_the_last_paragraph_becomes_the_source() -> None:
+    article = read("credit_as_last_paragraph.txt")
+
+    assert article.paragraphs == (
+        "Astronomers found that a small asteroid spins once every 3.5 hours.",
+    )
+    assert article.source == "REUTERS"
+
+
+def test_abbreviations_numbers_and_quotes_do_not_split_sentences() -> None:
+    article = read("abbreviations_and_quotes.txt")
+
+    assert article.title == (
+        "Mr. Jonas Albrecht of the U.S. Geological Survey said the tremor measured 3.5 on Tuesday"
+    )
+    assert article.summary == (
+        "Mr. Jonas Albrecht of the U.S. Geological Survey said the tremor measured 3.5 on Tuesday. "
+        '"It was felt across the valley," he said.'
+    )
+
+
+def test_whitespace_inside_paragraphs_is_collapsed() -> None:
+    article = read("wrapped_lines.txt")
+
+    assert article.paragraphs == (
+        "The café on Halden Square reopened on Monday.",
+        "Its owner, Élise Fontaine, said prices stay under €4.",
+    )
+
+
+def test_long_lead_gives_cut_title_and_summary() -> None:
+    article = read("long_lead.txt")
+
+    assert article.title == (
+        "The regional council voted on Wednesday evening to extend the night bus network to the…"
+    )
+    assert len(article.title) <= 90
+    assert article.summary == (
+        "The regional council voted on Wednesday evening to extend the night bus network to the "
+        "three outer villages of Amsel, Birkwald and Corvey, after a two-year trial showed that "
+        "the late services were used by far more shift workers, students and hospital staff than "
+        "the planners had originally predicted…"
+    )
+    assert len(article.summary) <= 300
+
+
+def test_key_is_the_id_after_the_number_prefix(tmp_path: Path) -> None:
+    path = tmp_path / "004_9f2c1ab3.txt"
+    path.write_text("date 2026-11-25\n\nSnow is expected.\n", encoding="utf-8")
+
+    assert read_article_file(path).key == "file:9f2c1ab3"
+
+
+def test_windows_line_endings_and_byte_order_mark_are_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "crlf.txt"
+    path.write_bytes(
+        "\ufeffdate 2026-11-25\r\n\r\nCaption here. AGENCY/Jane Roe\r\n\r\n"
+        "Snow is\r\nexpected. AGENCY\r\n".encode()
+    )
+
+    article = read_article_file(path)
+
+    assert article.published == datetime(2026, 11, 25, tzinfo=UTC)
+    assert article.paragraphs == ("Snow is expected.",)
+    assert article.source == "AGENCY"
+
+
+def test_leading_blank_lines_before_the_date_line_are_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "leading.txt"
+    path.write_text("\n\ndate 2026-11-25\n\nSnow is expected.\n", encoding="utf-8")
+
+    assert read_article_file(path).published == datetime(2026, 11, 25, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "sentences"),
+    [
+        ("Mr. Roe met Dr. J. K. Ode. They talked.", ["Mr. Roe met Dr. J. K. Ode.", "They talked."]),
+        ("Prices rose 3.5%. 2026 will be calmer.", ["Prices rose 3.5%.", "2026 will be calmer."]),
+        ("The U.S. Army came. It left.", ["The U.S. Army came.", "It left."]),
+        ("Flights to the U.S. The airline agreed.", ["Flights to the U.S.", "The airline agreed."]),
+        ("Open at 9 a.m. on Monday. Free.", ["Open at 9 a.m. on Monday.", "Free."]),
+        ("Tram No. 9 runs from Nov. 21 on. Good.", ["Tram No. 9 runs from Nov. 21 on.", "Good."]),
+        ('"Is it over?" she asked. Yes!', ['"Is it over?" she asked.', "Yes!"]),
+        ("He said: “It works.” Then he left.", ["He said: “It works.”", "Then he left."]),
+        ('"We work," she said. "Hard." Done.', ['"We work," she said.', '"Hard."', "Done."]),
+        ("Acme Inc. The firm grew.", ["Acme Inc.", "The firm grew."]),
+        ("Shares of Acme Inc. rose.", ["Shares of Acme Inc. rose."]),
+        ("No final stop", ["No final stop"]),
+    ],
+)
+def test_split_sentences(text: str, sentences: list[str]) -> None:
+    assert split_sentences(text) == sentences
+
+
+@pytest.mark.parametrize(
+    ("lead", "stripped"),
+    [
+        ("March 13 - Crews worked.", "Crews worked."),
+        ("November 24 – Crews worked.", "Crews worked."),
+        ("Nov. 24, 2026 — Crews worked.", "Crews worked."),
+        ("LVIV, March 13 (Agency) - Crews worked.", "Crews worked."),
+        ("LVIV (Agency) - Crews worked.", "Crews worked."),
+        ("June 1 - 3 is the festival week.", "June 1 - 3 is the festival week."),
+        ("Crews worked on March 13 - all day.", "Crews worked on March 13 - all day."),
+    ],
+)
+def test_strip_dateline(lead: str, stripped: str) -> None:
+    assert strip_dateline(lead) == stripped
+
+
+@pytest.mark.parametrize(
+    ("paragraph", "expected"),
+    [
+        ("the operator said. AGENCY", ("the operator said.", "AGENCY")),
+        ('"We are done," he said. REUTERS', ('"We are done," he said.', "REUTERS")),
+        ("It ended. EPA-EFE", ("It ended.", "EPA-EFE")),
+        ("AFP", ("", "AFP")),
+        ("a summit hosted by NATO", ("a summit hosted by NATO", None)),
+        ("He works for NASA.", ("He works for NASA.", None)),
+    ],
+)
+def test_split_credit(paragraph: str, expected: tuple[str, str | None]) -> None:
+    assert split_credit(paragraph) == expected
+
+
+@pytest.mark.parametrize(
+    ("paragraph", "caption"),
+    [
+        ("A worker repairs a cable, March 12, 2026. AGENCY/Jane Roe", True),
+        ("Crowds at the fair. REUTERS/Stringer", True),
+        ("A crowd gathers. AP Photo/J. Doe/File Photo", True),
+        ("Marchers pass Mayor Ana Petrov (not pictured) in the square.", True),
+        ("The band paid tribute to AC/DC", False),
+        ("Crews restored power on Thursday.", False),
+    ],
+)
+def test_is_photo_caption(paragraph: str, caption: bool) -> None:
+    assert is_photo_caption(paragraph) is caption
+
+
+def test_shorten_cuts_at_a_word_boundary() -> None:
+    assert shorten("short text", 20) == "short text"
+    assert shorten("one two three four", 12) == "one two…"
+    assert shorten("one two, three four", 10) == "one two…"
+    assert shorten("abcdefghijkl", 6) == "abcde…"
+
+
+def test_title_keeps_the_period_of_a_final_abbreviation() -> None:
+    assert (
+        derive_title("Power returns to the U.S. Officials cheered.") == "Power returns to the U.S."
+    )
+    assert derive_title("Power returns. Officials cheered.") == "Power returns"
+
+
+def test_summary_takes_two_sentences_only_if_they_fit() -> None:
+    first = "A" * 200 + "."
+    second = "B" * 150 + "."
+    assert summarize(f"{first} {second}") == first
+    assert summarize("One. Two. Three.") == "One. Two."
+
+
+# --- Markdown with front matter -------------------------------------------------------------
+
+
+def test_markdown_with_every_front_matter_field() -> None:
+    article = read("front_matter_full.md")
+
+    assert article == Article(
+        key="url:https://news.example.org/2026/11/winter-market",
+        title="Winter market returns with a “zero waste” pledge",
+        published=datetime(2026, 11, 23, 8, 0, tzinfo=UTC),
+        summary="Every stall must use returnable dishes.",
+        paragraphs=(),
+        body_html=(
+            "<p>The <strong>winter market</strong> opens on Saturday.</p>\n"
+            '<p>Cups cost a €2 deposit. See the <a href="https://events.example.org/market">'
+            "events page</a>.</p>\n"
+        ),
+        url="https://news.example.org/2026/11/winter-market",
+        tags=("city", "events"),
+        origin=str(ARTICLES / "front_matter_full.md"),
+    )
+
+
+def test_markdown_without_url_or_summary() -> None:
+    article = read("front_matter_minimal.md")
+
+    assert article.key == "file:front_matter_minimal"
+    assert article.url is None
+    assert article.published == datetime(2026, 11, 21, tzinfo=UTC)
+    assert article.tags == ()
+    # Derived from the first paragraph (not the heading), as plain text.
+    assert article.summary == (
+        "The Kestrel Ridge Observatory opens its dome on Saturday for a free night of stargazing "
+        "with the 60-cm telescope & guides. Volunteers from the astronomy club will help."
+    )
+    assert article.body_html is not None
+    assert article.body_html.startswith("<h1>Open night</h1>\n<p>The <em>Kestrel Ridge</em>")
+
+
+def test_markdown_tags_as_a_comma_string() -> None:
+    assert read("tags_comma_string.md").tags == ("city", "transit", "night buses")
+
+
+def test_hostile_markdown_is_escaped_and_bad_links_dropped() -> None:
+    html = read("hostile_markdown.md").body_html
+    assert html is not None
+
+    assert "<script" not in html
+    assert "&lt;script&gt;" in html
+    assert "<img" not in html
+    assert "&lt;img src=x" in html
+    lowered = html.lower()
+    for scheme in ("javascript:", "vbscript:", "data:"):
+        assert f'href="{scheme}' not in lowered
+        assert f'src="{scheme}' not in lowered
+    assert html.count("<a ") == 1
+    assert '<a href="https://example.org/ok">safe link</a>' in html
+
+
+@pytest.mark.parametrize(
+    ("value", "published"),
+    [
+        ("2026-11-21", datetime(2026, 11, 21, tzinfo=UTC)),
+        ("2026-11-21 08:30:00", datetime(2026, 11, 21, 8, 30, tzinfo=UTC)),
+        ("2026-11-21T08:30:00+01:00", datetime(2026, 11, 21, 7, 30, tzinfo=UTC)),
+        ('"2026-11-21T08:30Z"', datetime(2026, 11, 21, 8, 30, tzinfo=UTC)),
+        ("2026-11-21 08:30", datetime(2026, 11, 21, 8, 30, tzinfo=UTC)),
+    ],
+)
+def test_markdown_dates_become_aware_utc(tmp_path: Path, value: str, published: datetime) -> None:
+    path = tmp_path / "dated.md"
+    path.write_text(f"---\ntitle: Dated\ndate: {value}\n---\nBody.\n", encoding="utf-8")
+
+    result = read_article_file(path).published
+
+    assert result == published
+    assert result.tzinfo is UTC
+
+
+# --- files that cannot be read --------------------------------------------------------------
+
+BAD_FILES = {
+    "no_date_line.txt": "line 1: expected 'date YYYY-MM-DD', got 'dat 2026-03-14'",
+    "bad_date.txt": (
+        "line 1: bad date '2026-02-30' (day is out of range for month), expected 'date YYYY-MM-DD'"
+    ),
+    "date_wrong_format.txt": "line 1: bad date '14.03.2026', expected 'date YYYY-MM-DD'",
+    "date_line_only.txt": (
+        "no article text after the date line on line 1; "
+        "add the article's paragraphs separated by blank lines"
+    ),
+    "empty.txt": "file is empty; expected 'date YYYY-MM-DD' on line 1",
+    "not_utf8.txt": "line 3: not valid UTF-8 (byte 0xe9); save the file as UTF-8",
+    "empty.md": "file is empty; expected '---' front matter (title, date)",
+    "no_front_matter.md": (
+        "line 1: expected '---' to open the front matter (title and date are required), "
+        "got '# Just a heading'"
+    ),
+    "front_matter_not_closed.md": (
+        "line 1: front matter opened with '---' is never closed; "
+        "add a '---' line after the last key"
+    ),
+    "front_matter_not_mapping.md": (
+        "line 2: front matter must be 'key: value' lines (title, date, url, summary, tags)"
+    ),
+    "front_matter_missing_title.md": (
+        "lines 1-4: front matter needs a non-empty 'title' (add 'title: <headline>')"
+    ),
+    "front_matter_missing_date.md": (
+        "lines 1-3: front matter needs a 'date' "
+        "(use a date like 2026-11-21 or a datetime like 2026-11-21T08:30:00+01:00)"
+    ),
+    "front_matter_bad_date.md": (
+        "line 3: bad 'date' 'next tuesday'; "
+        "use a date like 2026-11-21 or a datetime like 2026-11-21T08:30:00+01:00"
+    ),
+    "front_matter_impossible_date.md": (
+        "line 3: bad value for 'date': day is out of range for month"
+    ),
+    "front_matter_bad_url.md": (
+        "line 4: 'url' must be an http:// or https:// address, got 'javascript:alert(1)'"
+    ),
+    "front_matter_bad_yaml.md": (
+        "line 4: front matter is not valid YAML: while parsing a flow sequence, "
+        "did not find expected ',' or ']' "
+        "(quote values that contain ': ' or start with a special character)"
+    ),
+    "front_matter_empty_body.md": (
+        "no article text after the front matter (line 4); add the body below the closing '---'"
+    ),
+}
+
+
+@pytest.mark.parametrize(("name", "reason"), BAD_FILES.items())
+def test_bad_file_message_names_path_and_reason(name: str, reason: str) -> None:
+    path = ARTICLES / name
+
+    with pytest.raises(ArticleError) as caught:
+        read_article_file(path)
+
+    assert str(caught.value) == f"{path}: {reason}"
+
+
+def test_not_utf8_fixture_really_is_not_utf8() -> None:
+    with pytest.raises(UnicodeDecodeError):
+        (ARTICLES / "not_utf8.txt").read_bytes().decode("utf-8")
+
+
+def test_unsupported_extension() -> None:
+    path = ARTICLES / "unsupported_extension.rtf"
+
+    with pytest.raises(ArticleError) as caught:
+        read_article_file(path)
+
+    assert str(caught.value) == (
+        f"{path}: unsupported file type '.rtf'; "
+        "articles must be .txt (scraped text) or .md (Markdown with front matter)"
+    )
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "gone.txt"
+
+    with pytest.raises(ArticleError, match=r"gone\.txt: cannot read file: No such file"):
+        read_article_file(path)
+
+
+def test_bad_date_line_reports_its_real_line_number(tmp_path: Path) -> None:
+    path = tmp_path / "late.txt"
+    path.write_text("\n\ndate: 2026-11-25\n\nText.\n", encoding="utf-8")
+
+    with pytest.raises(ArticleError, match=r"late\.txt: line 3: expected 'date YYYY-MM-DD'"):
+        read_article_file(path)
+
+
+# --- the folder -----------------------------------------------------------------------------
+
+
+def test_folder_skips_bad_files_and_keeps_the_others(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="newsletter")
+
+    result = read_articles_dir(ARTICLES)
+
+    assert isinstance(result, FolderResult)
+    problem_files = [str(problem).split(": ", 1)[0] for problem in result.problems]
+    assert problem_files == [str(ARTICLES / name) for name in sorted(BAD_FILES)]
+    good = sorted(
+        p.name
+        for p in ARTICLES.iterdir()
+        if p.suffix in (".txt", ".md") and p.name not in BAD_FILES
+    )
+    assert [Path(article.origin).name for article in result.articles] == good
+    assert [r for r in caplog.records if r.name.startswith("newsletter")] == []
+
+
+def test_folder_reads_txt_and_md_by_name_and_ignores_the_rest(tmp_path: Path) -> None:
+    good = "date 2026-11-25\n\nText.\n"
+    (tmp_path / "b.txt").write_text(good, encoding="utf-8")
+    (tmp_path / "a.md").write_text("---\ntitle: A\ndate: 2026-11-25\n---\nText.\n", "utf-8")
+    (tmp_path / "C.TXT").write_text(good, encoding="utf-8")
+    (tmp_path / ".hidden.txt").write_text("not an article", encoding="utf-8")
+    (tmp_path / "._b.txt").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    (tmp_path / "notes.rst").write_text("not an article", encoding="utf-8")
+    (tmp_path / "b.txt~").write_text("editor backup", encoding="utf-8")
+    (tmp_path / "folder.txt").mkdir()
+
+    result = read_articles_dir(tmp_path)
+
+    assert [Path(a.origin).name for a in result.articles] == ["C.TXT", "a.md", "b.txt"]
+    assert result.problems == []
+
+
+def test_missing_folder_names_the_setting(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+
+    with pytest.raises(SourceError) as caught:
+        read_articles_dir(missing)
+
+    assert str(caught.value) == (
+        f"{missing}: articles folder not found; create it or point [sources] articles_dir at one"
+    )
+
+
+def test_file_instead_of_folder_names_the_setting(tmp_path: Path) -> None:
+    path = tmp_path / "file.txt"
+    path.write_text("x", encoding="utf-8")
+
+    with pytest.raises(SourceError) as caught:
+        read_articles_dir(path)
+
+    assert str(caught.value) == (
+        f"{path}: not a folder; point [sources] articles_dir at a folder of .txt/.md articles"
+    )
+
+
+# --- the sample articles --------------------------------------------------------------------
+
+
+def test_every_seed_parses_without_problems() -> None:
+    result = read_articles_dir(SEEDS)
+
+    assert result.problems == []
+    names = sorted(p.name for p in SEEDS.iterdir() if not p.name.startswith("."))
+    assert [Path(a.origin).name for a in result.articles] == names
+    assert len([n for n in names if n.endswith(".txt")]) == 6
+    assert len([n for n in names if n.endswith(".md")]) == 2
+    assert len({a.key for a in result.articles}) == len(result.articles)
+    for article in result.articles:
+        assert datetime(2026, 11, 20, tzinfo=UTC) <= article.published
+        assert article.published < datetime(2026, 11, 27, tzinfo=UTC)
+        assert article.title
+        assert article.summary
+        assert len(article.summary) <= 300
+        assert bool(article.paragraphs) != bool(article.body_html)
+
+
+def test_seeds_are_clean_of_captions_credits_and_signup_text() -> None:
+    result = read_articles_dir(SEEDS)
+
+    text = " ".join(p for article in result.articles for p in article.paragraphs)
+    assert "/" not in text  # no photo credit left (`AGENCY/Name`)
+    assert "(not pictured)" not in text
+    assert "Subscribe" not in text
+    assert "November 2" not in text  # datelines stripped
+    assert {a.source for a in result.articles} == {"CITYWIRE", "SKYWIRE", "REGIONPRESS", None}
