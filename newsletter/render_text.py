@@ -1,0 +1,103 @@
+"""Plain-text helpers for the render stage, registered as Jinja filters and tests.
+
+Wrapping never breaks a word, so URLs and personalization tokens stay whole even when
+they are longer than the line.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from inscriptis import get_text
+from inscriptis.model.config import ParserConfig
+
+WIDTH = 76
+
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n")
+_EXTRA_BLANK_LINES = re.compile(r"\n{3,}")
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# Leading indent and an optional list marker ("* ", "- ", "1. ") as inscriptis writes them.
+_LINE_START = re.compile(r"^([ \t]*)((?:[*+\-•]|\d+[.)])[ \t]+)?")
+
+
+def collapse(text: str) -> str:
+    """All runs of whitespace (CR, LF, tabs, Unicode spaces) and control chars -> one space."""
+    return " ".join(_CONTROL_CHARS.sub(" ", text).split())
+
+
+def truncate(text: str, limit: int) -> str:
+    """Shorten ``text`` to at most ``limit`` characters at a word boundary, adding an ellipsis."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    if " " in cut:
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:·-–—") + "…"
+
+
+def wrap(text: str, width: int = WIDTH, indent: str = "", first_indent: str | None = None) -> str:
+    """Wrap each paragraph (paragraphs are separated by blank lines) at ``width`` columns.
+
+    Line breaks inside a paragraph are joined. ``first_indent`` replaces ``indent`` on the
+    first line of the first paragraph (e.g. a list number).
+    """
+    paragraphs = [collapse(p) for p in _PARAGRAPH_BREAK.split(str(text))]
+    lines: list[str] = []
+    for paragraph in filter(None, paragraphs):
+        initial = indent if lines or first_indent is None else first_indent
+        lines.append(_fill(paragraph, width, initial, indent))
+    return "\n\n".join(lines)
+
+
+def html_to_text(html: str, width: int = WIDTH, indent: str = "") -> str:
+    """Sanitized article HTML -> wrapped plain text (inscriptis keeps lists and headings)."""
+    text = get_text(str(html), ParserConfig(display_links=True)).replace("\xa0", " ")
+    lines: list[str] = []
+    for raw in text.splitlines():
+        line = raw.rstrip()
+        if not line.strip():
+            lines.append("")
+            continue
+        start = _LINE_START.match(line)
+        assert start is not None  # the pattern matches the empty prefix
+        lead, marker = start.group(1), start.group(2) or ""
+        body = collapse(line[start.end() :])
+        first = indent + lead + marker
+        lines.append(_fill(body, width, first, " " * len(first)))
+    return _EXTRA_BLANK_LINES.sub("\n\n", "\n".join(lines)).strip("\n")
+
+
+def long_date(value: datetime) -> str:
+    """``26 November 2026`` (no leading zero)."""
+    return f"{value.day} {value:%B %Y}"
+
+
+def is_web_url(value: object) -> bool:
+    """True for an absolute http(s) URL: the only kind the digest links to."""
+    if not isinstance(value, str) or not value:
+        return False
+    try:
+        parts = urlsplit(value.strip())
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
+
+
+def tidy(text: str) -> str:
+    """Strip trailing spaces, keep at most one blank line in a row, end with one newline."""
+    lines = "\n".join(line.rstrip() for line in text.strip().splitlines())
+    return _EXTRA_BLANK_LINES.sub("\n\n", lines) + "\n"
+
+
+def _fill(text: str, width: int, initial: str, subsequent: str) -> str:
+    return textwrap.fill(
+        text,
+        width,
+        initial_indent=initial,
+        subsequent_indent=subsequent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
