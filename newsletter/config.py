@@ -125,7 +125,9 @@ class ScheduleSettings(Section):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Berlin)") from None
+            raise ValueError(
+                f"unknown time zone {value!r} (use an IANA name such as Europe/Berlin)"
+            ) from None
         return value
 
 
@@ -211,7 +213,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found (check --config or ${CONFIG_ENV_VAR})") from None
+        raise ConfigError(
+            f"{path}: config file not found (check --config or ${CONFIG_ENV_VAR})"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except OSError as exc:
@@ -222,7 +226,9 @@ def _describe_validation_error(exc: ValidationError, source: str) -> str:
     """One line naming the first bad key, where it can come from, and what is wrong."""
     error = exc.errors()[0]
     key = ".".join(str(part) for part in error["loc"])
-    env_name = ENV_PREFIX + "__".join(str(p) for p in error["loc"] if not isinstance(p, int)).upper()
+    env_name = (
+        ENV_PREFIX + "__".join(str(p) for p in error["loc"] if not isinstance(p, int)).upper()
+    )
     message = error["msg"]
     if error["type"] == "extra_forbidden":
         message = "unknown key (check the spelling against config.example.toml)"
@@ -230,7 +236,12 @@ def _describe_validation_error(exc: ValidationError, source: str) -> str:
         message = "required key is missing"
     else:
         message = message.removeprefix("Value error, ")
-        if "input" in error and not isinstance(error["input"], dict | list) and "password" not in key and "secret" not in key:
+        if (
+            "input" in error
+            and not isinstance(error["input"], dict | list)
+            and "password" not in key
+            and "secret" not in key
+        ):
             message += f" (got {error['input']!r})"
     extra = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
     return f"{source}: {key}: {message} [set it in the file or with {env_name}]{extra}"
@@ -243,7 +254,9 @@ def _resolve_paths(settings: Settings) -> Settings:
     def absolute(p: Path) -> Path:
         return p if p.is_absolute() else base / p
 
-    sources = settings.sources.model_copy(update={"articles_dir": absolute(settings.sources.articles_dir)})
+    sources = settings.sources.model_copy(
+        update={"articles_dir": absolute(settings.sources.articles_dir)}
+    )
     digest = settings.digest
     if digest.templates_dir is not None:
         digest = digest.model_copy(update={"templates_dir": absolute(digest.templates_dir)})
@@ -252,6 +265,12 @@ def _resolve_paths(settings: Settings) -> Settings:
         dkim = dkim.model_copy(update={"private_key_file": absolute(dkim.private_key_file)})
     store = settings.store
     prefix = "sqlite:///"
-    if store.url.startswith(prefix) and not store.url.startswith(prefix + "/") and ":memory:" not in store.url:
-        store = store.model_copy(update={"url": prefix + str(base / store.url[len(prefix):])})
-    return settings.model_copy(update={"sources": sources, "digest": digest, "dkim": dkim, "store": store})
+    if (
+        store.url.startswith(prefix)
+        and not store.url.startswith(prefix + "/")
+        and ":memory:" not in store.url
+    ):
+        store = store.model_copy(update={"url": prefix + str(base / store.url[len(prefix) :])})
+    return settings.model_copy(
+        update={"sources": sources, "digest": digest, "dkim": dkim, "store": store}
+    )

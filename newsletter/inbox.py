@@ -59,11 +59,16 @@ class CaptureInbox:
         try:
             self._controller.start()
         except (OSError, RuntimeError) as exc:
-            raise DeliveryError(f"cannot start the capture inbox on {self.host}:{self.port}: {exc}") from None
+            raise DeliveryError(
+                f"cannot start the capture inbox on {self.host}:{self.port}: {exc}"
+            ) from None
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self._controller.stop()
 

@@ -124,12 +124,17 @@ class PreparedMessage:
             "MIME-Version: 1.0",
             f'Content-Type: multipart/alternative; boundary="{boundary}"',
         ]
-        personal = {"To: {to}", "Date: {date}", "Message-ID: {message_id}", "List-Unsubscribe: {list_unsubscribe}"}
+        personal = {
+            "To: {to}",
+            "Date: {date}",
+            "Message-ID: {message_id}",
+            "List-Unsubscribe: {list_unsubscribe}",
+        }
         # str.format fills the personal headers; braces in the static ones (a subject) stay literal.
         headers = [h if h in personal else h.replace("{", "{{").replace("}", "}}") for h in headers]
         self._header_template = CRLF.join(headers) + CRLF + CRLF
         part_head = (
-            f"--{boundary}{CRLF}Content-Type: text/%s; charset=\"utf-8\"{CRLF}"
+            f'--{boundary}{CRLF}Content-Type: text/%s; charset="utf-8"{CRLF}'
             f"Content-Transfer-Encoding: quoted-printable{CRLF}{CRLF}"
         )
         pattern = tokens.pattern
@@ -143,7 +148,9 @@ class PreparedMessage:
         """The complete message for one recipient, as bytes ready for ``sendmail``."""
         name = header_safe(recipient.name)
         unsubscribe = self._unsubscribe_url(recipient)
-        message_id = f"<{self._digest_id}.{recipient.delivery_id}.{secrets.token_hex(6)}@{self.domain}>"
+        message_id = (
+            f"<{self._digest_id}.{recipient.delivery_id}.{secrets.token_hex(6)}@{self.domain}>"
+        )
         list_unsubscribe = f"<{unsubscribe}>"
         if self._mailto:
             list_unsubscribe += f",{CRLF} <mailto:{self._mailto}?subject=unsubscribe>"
@@ -175,7 +182,9 @@ class PreparedMessage:
         )
         if self._dkim_sign is not None:
             data = self._dkim_sign(data)
-        return Envelope(sender=self.sender, recipient=recipient.email, data=data, message_id=message_id)
+        return Envelope(
+            sender=self.sender, recipient=recipient.email, data=data, message_id=message_id
+        )
 
 
 def fill_tokens(text: str, tokens: TokenSet, values: Mapping[str, str], *, escape: bool) -> str:

@@ -40,7 +40,9 @@ class Signer:
         body = f"{purpose}:{subject}:{int(now.timestamp())}".encode()
         return f"{_b64(body)}.{_b64(self._mac(body))}"
 
-    def read(self, token: str, purpose: str, *, now: datetime, max_age: timedelta) -> tuple[str, datetime]:
+    def read(
+        self, token: str, purpose: str, *, now: datetime, max_age: timedelta
+    ) -> tuple[str, datetime]:
         """The subject and issue time of a valid token; ``TokenError`` for anything else."""
         try:
             body_part, mac_part = token.split(".")
@@ -50,7 +52,9 @@ class Signer:
         except (ValueError, UnicodeDecodeError):
             raise TokenError("this link is malformed; copy the whole link from the email") from None
         if not hmac.compare_digest(mac, self._mac(body)):
-            raise TokenError("this link is not valid (it was changed or is not from this newsletter)")
+            raise TokenError(
+                "this link is not valid (it was changed or is not from this newsletter)"
+            )
         if token_purpose != purpose:
             raise TokenError("this link is not meant for this page")
         if now - issued > max_age:

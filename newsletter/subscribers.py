@@ -46,7 +46,9 @@ def add_subscriber(
         existing = rows.get_by_email(conn, address)
         if existing is not None:
             if existing.state is SubscriberState.UNSUBSCRIBED and double_opt_in:
-                rows.update_pending(conn, existing.id, name=clean_name(name), attrs=existing.attrs, now=now)
+                rows.update_pending(
+                    conn, existing.id, name=clean_name(name), attrs=existing.attrs, now=now
+                )
             else:
                 raise SubscriberError(_why_not_added(address, existing.state))
         else:
@@ -95,13 +97,19 @@ def _read_rows(handle: TextIO, source: str, report: ImportReport) -> Iterator[_R
     try:
         header = next(reader)
     except StopIteration:
-        raise UsageError(f"{source}: the file is empty; expected a header line 'email,name'") from None
+        raise UsageError(
+            f"{source}: the file is empty; expected a header line 'email,name'"
+        ) from None
     columns = [c.strip().lower() for c in header]
     if "email" not in columns:
         raise UsageError(f"{source}: line 1: no 'email' column in the header {header!r}")
     email_at = columns.index("email")
     name_at = columns.index("name") if "name" in columns else None
-    extra = [(i, attr_key(c)) for i, c in enumerate(columns) if i not in (email_at, name_at) and attr_key(c)]
+    extra = [
+        (i, attr_key(c))
+        for i, c in enumerate(columns)
+        if i not in (email_at, name_at) and attr_key(c)
+    ]
     for values in reader:
         line = reader.line_num
         report.lines += 1
@@ -140,7 +148,9 @@ def import_csv(
             batch: list[_Row] = []
             for row in _read_rows(handle, str(path), report):
                 if row.email in first_line:
-                    report.rejected.append((row.line, f"{row.email} repeats line {first_line[row.email]}"))
+                    report.rejected.append(
+                        (row.line, f"{row.email} repeats line {first_line[row.email]}")
+                    )
                     continue
                 first_line[row.email] = row.line
                 batch.append(row)
@@ -153,7 +163,9 @@ def import_csv(
     except FileNotFoundError:
         raise UsageError(f"{path}: file not found") from None
     except UnicodeDecodeError as exc:
-        raise UsageError(f"{path}: not UTF-8 text (byte {exc.start}); save the CSV as UTF-8") from None
+        raise UsageError(
+            f"{path}: not UTF-8 text (byte {exc.start}); save the CSV as UTF-8"
+        ) from None
     except csv.Error as exc:
         raise UsageError(f"{path}: not a readable CSV file: {exc}") from None
     if on_progress:
@@ -172,8 +184,12 @@ def _import_batch(
         new = [r for r in batch if r.email not in known]
         for r in batch:
             if r.email in known:
-                report.rejected.append((r.line, _why_not_added(r.email, SubscriberState(known[r.email]))))
-        report.imported += rows.insert_many(conn, [(r.email, r.name, r.attrs) for r in new], state=state, now=now)
+                report.rejected.append(
+                    (r.line, _why_not_added(r.email, SubscriberState(known[r.email])))
+                )
+        report.imported += rows.insert_many(
+            conn, [(r.email, r.name, r.attrs) for r in new], state=state, now=now
+        )
 
 
 EXPORT_COLUMNS = ["email", "name", "state", "created_at", "confirmed_at", "unsubscribed_at"]
@@ -209,4 +225,3 @@ def list_subscribers(store: Store) -> Iterator[tuple[str, str, str]]:
     with store.atomic() as conn:
         for row in rows.iter_all(conn):
             yield row.email, row.name, row.state
-

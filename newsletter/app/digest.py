@@ -66,15 +66,20 @@ def gather_candidates(ctx: Context, *, remember: bool = True) -> Gathered:
             for result in gathered.feeds:
                 if not result.error:
                     feed_rows.save_validators(
-                        conn, result.feed.url, etag=result.state.etag,
-                        last_modified=result.state.last_modified, now=now,
+                        conn,
+                        result.feed.url,
+                        etag=result.state.etag,
+                        last_modified=result.state.last_modified,
+                        now=now,
                     )
             gathered.candidates = digest_rows.uncarried_articles(conn, published_since=since)
         else:
             known = digest_rows.known_keys(conn, [a.key for a in found])
             gathered.new = len({a.key for a in found} - known)
             fresh = [a for a in found if a.key not in known]
-            gathered.candidates = digest_rows.uncarried_articles(conn, published_since=since) + fresh
+            gathered.candidates = (
+                digest_rows.uncarried_articles(conn, published_since=since) + fresh
+            )
         gathered.carried_urls = digest_rows.carried_urls(conn, published_since=since)
     return gathered
 

@@ -20,8 +20,7 @@ from newsletter.message import Envelope, PreparedMessage
 from newsletter.models import DigestState, Recipient
 from newsletter.personalization import TokenSet
 from newsletter.store import digests as digest_rows
-from newsletter.store import locks
-from newsletter.store import outbox
+from newsletter.store import locks, outbox
 from newsletter.store import subscribers as subscriber_rows
 from newsletter.subscribers import normalize_address
 
@@ -75,7 +74,9 @@ def send_lock(ctx: Context) -> Iterator[_SendLock]:
     with ctx.store.atomic() as conn:
         holder = locks.try_acquire(conn, locks.SEND_LOCK, lock.owner, now=ctx.clock(), ttl=LOCK_TTL)
     if holder is not None:
-        raise SendInProgress(f"another send is running on this database ({holder}); try again when it ends")
+        raise SendInProgress(
+            f"another send is running on this database ({holder}); try again when it ends"
+        )
     try:
         yield lock
     finally:
@@ -93,7 +94,10 @@ def prepare_message(ctx: Context, digest: digest_rows.StoredDigest) -> PreparedM
         tokens=TokenSet(nonce=digest.token_nonce),
         settings=ctx.settings,
         unsubscribe_url=lambda r: ctx.unsubscribe_url(r.subscriber_id),
-        dkim_sign=make_signer(ctx.settings.dkim, default_domain=str(ctx.settings.newsletter.from_address).rpartition("@")[2]),
+        dkim_sign=make_signer(
+            ctx.settings.dkim,
+            default_domain=str(ctx.settings.newsletter.from_address).rpartition("@")[2],
+        ),
     )
 
 
@@ -127,7 +131,10 @@ def deliver_digest(
             digest_rows.set_digest_state(conn, digest_id, DigestState.SENT, now=ctx.clock())
     log.info(
         "digest %s: %d sent, %d failed, %d to retry%s",
-        digest_id, report.sent, report.failed, report.retried,
+        digest_id,
+        report.sent,
+        report.failed,
+        report.retried,
         " (interrupted; resumable)" if report.interrupted else "",
     )
     return report
@@ -189,7 +196,9 @@ def _create_digest(ctx: Context, upcoming: NextDigest, slot: str | None) -> int:
             conn, upcoming.rendered, token_nonce=upcoming.tokens.nonce, slot=slot, now=now
         )
         recipients = outbox.create_outbox(conn, digest_id, now=now)
-    log.info("digest %s: %d articles for %d subscribers", digest_id, len(upcoming.articles), recipients)
+    log.info(
+        "digest %s: %d articles for %d subscribers", digest_id, len(upcoming.articles), recipients
+    )
     return digest_id
 
 
@@ -227,7 +236,9 @@ def send_test_copy(ctx: Context, address: str) -> tuple[Envelope, NextDigest]:
     try:
         client.sendmail(envelope.sender, [envelope.recipient], envelope.data)
     except (OSError, smtplib.SMTPException) as exc:
-        raise DeliveryError(f"the SMTP server did not accept the test copy for {to}: {exc}") from None
+        raise DeliveryError(
+            f"the SMTP server did not accept the test copy for {to}: {exc}"
+        ) from None
     finally:
         close_quietly(client)
     return envelope, upcoming
@@ -251,7 +262,12 @@ def digest_status(ctx: Context, *, limit: int = 10) -> list[DigestStatus]:
         counts = digest_rows.delivery_counts(conn, [d.id for d in recent])
         return [
             DigestStatus(
-                d.id, d.subject, d.state.value, d.slot, d.created_at, counts[d.id],
+                d.id,
+                d.subject,
+                d.state.value,
+                d.slot,
+                d.created_at,
+                counts[d.id],
                 digest_rows.failure_reasons(conn, d.id) if counts[d.id].get("failed") else [],
             )
             for d in recent

@@ -20,7 +20,11 @@ from newsletter.logs import progress_for
 from newsletter.message import fill_tokens
 from newsletter.subscribers import import_csv
 
-PREVIEW_VALUES = {"name": "Alex Reader", "email": "alex@example.org", "unsubscribe_url": "#unsubscribe"}
+PREVIEW_VALUES = {
+    "name": "Alex Reader",
+    "email": "alex@example.org",
+    "unsubscribe_url": "#unsubscribe",
+}
 
 
 def _print_summary(summary: app.SendSummary) -> None:
@@ -45,7 +49,12 @@ def _print_summary(summary: app.SendSummary) -> None:
 
 @click.command("send-now")
 @click.option("--dry-run", is_flag=True, help="Show what would be sent; send and mark nothing.")
-@click.option("--to", "test_address", metavar="ADDRESS", help="Send one test copy to ADDRESS; mark nothing as sent.")
+@click.option(
+    "--to",
+    "test_address",
+    metavar="ADDRESS",
+    help="Send one test copy to ADDRESS; mark nothing as sent.",
+)
 @pass_state
 def send_now(state: CliState, dry_run: bool, test_address: str | None) -> None:
     """Send the digest of new articles to every active subscriber now.
@@ -56,7 +65,9 @@ def send_now(state: CliState, dry_run: bool, test_address: str | None) -> None:
     ctx = state.context()
     if test_address:
         envelope, upcoming = app.send_test_copy(ctx, test_address)
-        click.echo(f"test copy of \u201c{upcoming.rendered.subject}\u201d sent to {envelope.recipient}")
+        click.echo(
+            f"test copy of \u201c{upcoming.rendered.subject}\u201d sent to {envelope.recipient}"
+        )
         return
     if dry_run:
         _dry_run(ctx)
@@ -81,15 +92,25 @@ def _dry_run(ctx: app.Context) -> None:
     if upcoming is None:
         click.echo("no new articles since the last digest; nothing would be sent.")
         return
-    click.echo(f"would send \u201c{upcoming.rendered.subject}\u201d to {active} active subscribers:")
+    click.echo(
+        f"would send \u201c{upcoming.rendered.subject}\u201d to {active} active subscribers:"
+    )
     for article in upcoming.articles:
         click.echo(f"  {article.published:%Y-%m-%d}  {article.title}")
     size = len(upcoming.rendered.html.encode())
-    click.echo(f"HTML size {size / 1000:.1f} KB" + (" (summaries only)" if upcoming.rendered.summaries_only else ""))
+    click.echo(
+        f"HTML size {size / 1000:.1f} KB"
+        + (" (summaries only)" if upcoming.rendered.summaries_only else "")
+    )
 
 
 @click.command()
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the HTML here and do not open a browser.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the HTML here and do not open a browser.",
+)
 @pass_state
 def preview(state: CliState, output: Path | None) -> None:
     """Render the next digest without sending or marking anything, and open it in a browser."""
@@ -107,7 +128,9 @@ def preview(state: CliState, output: Path | None) -> None:
         target.write_text(html, encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"{target}: cannot write the preview: {exc.strerror}") from None
-    click.echo(f"preview of \u201c{upcoming.rendered.subject}\u201d ({len(upcoming.articles)} articles) written to {target}")
+    click.echo(
+        f"preview of \u201c{upcoming.rendered.subject}\u201d ({len(upcoming.articles)} articles) written to {target}"
+    )
     if output is None and not webbrowser.open(target.resolve().as_uri()):
         click.echo(f"open it in a browser: {target.resolve().as_uri()}")
 
@@ -124,20 +147,28 @@ def status(state: CliState, limit: int) -> None:
     for row in rows:
         counts = ", ".join(f"{n} {s}" for s, n in sorted(row.counts.items())) or "no recipients"
         slot = f" slot {row.slot}" if row.slot else ""
-        click.echo(f"#{row.id} {row.created_at:%Y-%m-%d %H:%M} UTC{slot} [{row.state}] {row.subject}: {counts}")
+        click.echo(
+            f"#{row.id} {row.created_at:%Y-%m-%d %H:%M} UTC{slot} [{row.state}] {row.subject}: {counts}"
+        )
         for reason, n in row.failures:
             click.echo(f"    {n} failed: {reason}")
 
 
 @click.command()
 @click.option("--port", default=8025, show_default=True, help="Port to listen on (127.0.0.1).")
-@click.option("--folder", type=click.Path(file_okay=False, path_type=Path), help="Where to store messages. Default: var/inbox.")
+@click.option(
+    "--folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to store messages. Default: var/inbox.",
+)
 @pass_state
 def inbox(state: CliState, port: int, folder: Path | None) -> None:
     """Run a local capture SMTP server that stores every message as an .eml file."""
     target = folder or state.settings.var_dir / "inbox"
     with CaptureInbox(target, port=port), stop_on_signals() as stop:
-        click.echo(f"capture inbox listening on 127.0.0.1:{port}, saving to {target}; Ctrl-C to stop")
+        click.echo(
+            f"capture inbox listening on 127.0.0.1:{port}, saving to {target}; Ctrl-C to stop"
+        )
         stop.wait()
 
 
@@ -168,16 +199,22 @@ def demo(state: CliState) -> None:
     messages = sorted((root / "inbox").glob("*.eml"))
     for eml in messages:
         _write_html_part(eml)
-    click.echo(f"\n{len(messages)} messages received in {root / 'inbox'} (.eml files, with .html beside each)")
+    click.echo(
+        f"\n{len(messages)} messages received in {root / 'inbox'} (.eml files, with .html beside each)"
+    )
     if messages:
-        click.echo(f"look at one in a browser:  {messages[0].with_suffix('.html').resolve().as_uri()}")
+        click.echo(
+            f"look at one in a browser:  {messages[0].with_suffix('.html').resolve().as_uri()}"
+        )
     click.echo("preview the next digest:   newsletter preview    (or: newsletter serve)")
 
 
 def _demo_settings(base: Settings, root: Path, port: int) -> Settings:
     return base.model_copy(
         update={
-            "smtp": base.smtp.model_copy(update={"host": "127.0.0.1", "port": port, "security": "none", "username": None}),
+            "smtp": base.smtp.model_copy(
+                update={"host": "127.0.0.1", "port": port, "security": "none", "username": None}
+            ),
             "store": base.store.model_copy(update={"url": f"sqlite:///{root / 'newsletter.db'}"}),
             # The sample articles have fixed dates; the demo must work on any day.
             "digest": base.digest.model_copy(update={"max_age_days": 36500}),
@@ -191,4 +228,3 @@ def _write_html_part(eml: Path) -> None:
     part = message.get_body(("html",))
     if part is not None:
         eml.with_suffix(".html").write_text(part.get_content(), encoding="utf-8")
-

@@ -20,12 +20,16 @@ def subscribers() -> None:
 @subscribers.command()
 @click.argument("email")
 @click.option("--name", default="", help="The subscriber's name, used in greetings.")
-@click.option("--double-opt-in", is_flag=True, help="Add as pending; they must confirm by email first.")
+@click.option(
+    "--double-opt-in", is_flag=True, help="Add as pending; they must confirm by email first."
+)
 @pass_state
 def add(state: CliState, email: str, name: str, double_opt_in: bool) -> None:
     """Add EMAIL to the list (active: you vouch for their consent)."""
     ctx = state.context()
-    added = subscriber_list.add_subscriber(ctx.store, email, name, now=ctx.clock(), double_opt_in=double_opt_in)
+    added = subscriber_list.add_subscriber(
+        ctx.store, email, name, now=ctx.clock(), double_opt_in=double_opt_in
+    )
     click.echo(f"added {added.email} ({added.state.value})")
 
 
@@ -52,7 +56,9 @@ def list_(state: CliState) -> None:
 
 @subscribers.command("import")
 @click.argument("csv_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--double-opt-in", is_flag=True, help="Import as pending; each must confirm by email first.")
+@click.option(
+    "--double-opt-in", is_flag=True, help="Import as pending; each must confirm by email first."
+)
 @pass_state
 def import_(state: CliState, csv_file: Path, double_opt_in: bool) -> None:
     """Import CSV_FILE with columns email,name (other columns become attributes).
@@ -61,14 +67,21 @@ def import_(state: CliState, csv_file: Path, double_opt_in: bool) -> None:
     Addresses already on the list are not added twice (case does not matter).
     """
     ctx = state.context()
-    report = subscriber_list.import_csv(ctx.store, csv_file, now=ctx.clock(), double_opt_in=double_opt_in)
+    report = subscriber_list.import_csv(
+        ctx.store, csv_file, now=ctx.clock(), double_opt_in=double_opt_in
+    )
     for line, reason in report.rejected:
         click.echo(f"{csv_file}:{line}: {reason}", err=True)
     click.echo(f"imported {report.imported} subscribers, rejected {len(report.rejected)} rows")
 
 
 @subscribers.command()
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="File to write; default standard output.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File to write; default standard output.",
+)
 @pass_state
 def export(state: CliState, output: Path | None) -> None:
     """Write the whole list as CSV, with state and dates."""

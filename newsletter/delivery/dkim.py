@@ -10,8 +10,16 @@ from newsletter.config import DkimSettings
 from newsletter.errors import ConfigError
 
 _SIGNED_HEADERS = [
-    b"from", b"to", b"subject", b"date", b"message-id", b"list-id",
-    b"list-unsubscribe", b"list-unsubscribe-post", b"mime-version", b"content-type",
+    b"from",
+    b"to",
+    b"subject",
+    b"date",
+    b"message-id",
+    b"list-id",
+    b"list-unsubscribe",
+    b"list-unsubscribe-post",
+    b"mime-version",
+    b"content-type",
 ]
 
 
@@ -24,7 +32,9 @@ def make_signer(settings: DkimSettings, *, default_domain: str) -> Callable[[byt
     try:
         key = settings.private_key_file.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"[dkim] private_key_file: cannot read {settings.private_key_file}: {exc.strerror}") from None
+        raise ConfigError(
+            f"[dkim] private_key_file: cannot read {settings.private_key_file}: {exc.strerror}"
+        ) from None
     selector = settings.selector.encode()
     domain = (settings.domain or default_domain).encode()
 
@@ -37,5 +47,7 @@ def make_signer(settings: DkimSettings, *, default_domain: str) -> Callable[[byt
     try:
         sign(b"From: a@b\r\nSubject: t\r\n\r\nx\r\n")
     except dkim.KeyFormatError as exc:
-        raise ConfigError(f"[dkim] private_key_file: {settings.private_key_file} is not a usable key: {exc}") from None
+        raise ConfigError(
+            f"[dkim] private_key_file: {settings.private_key_file} is not a usable key: {exc}"
+        ) from None
     return sign

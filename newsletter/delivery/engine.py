@@ -25,8 +25,7 @@ from newsletter.delivery.smtp import classify, close_quietly, connect
 from newsletter.errors import DeliveryError
 from newsletter.message import PreparedMessage
 from newsletter.models import DeliveryState, Recipient
-from newsletter.store import Store
-from newsletter.store import outbox
+from newsletter.store import Store, outbox
 from newsletter.store.outbox import Outcome
 
 log = logging.getLogger(__name__)
@@ -115,7 +114,9 @@ class _Worker(threading.Thread):
                 self.client = connect(settings)
             self.client.sendmail(envelope.sender, [envelope.recipient], envelope.data)
             self.on_connection += 1
-            return Outcome(recipient.delivery_id, DeliveryState.SENT, attempts, message_id=envelope.message_id)
+            return Outcome(
+                recipient.delivery_id, DeliveryState.SENT, attempts, message_id=envelope.message_id
+            )
         except DeliveryError as exc:  # could not (re)connect or log in
             return engine.temporary(recipient, attempts, str(exc), connection=True)
         except (OSError, smtplib.SMTPException) as exc:
@@ -126,8 +127,12 @@ class _Worker(threading.Thread):
             elif self.client is not None:
                 self._reset()
             if failure.permanent:
-                return Outcome(recipient.delivery_id, DeliveryState.FAILED, attempts, error=failure.reason)
-            return engine.temporary(recipient, attempts, failure.reason, connection=failure.connection_lost)
+                return Outcome(
+                    recipient.delivery_id, DeliveryState.FAILED, attempts, error=failure.reason
+                )
+            return engine.temporary(
+                recipient, attempts, failure.reason, connection=failure.connection_lost
+            )
 
     def _reset(self) -> None:
         # After a refused recipient the transaction is still open on some servers.
@@ -171,7 +176,9 @@ class DeliveryEngine:
         self._in_flight = 0  # claimed rows handed to workers whose outcome is not recorded yet
 
     # -- called from worker threads -------------------------------------------------------
-    def temporary(self, recipient: Recipient, attempts: int, reason: str, *, connection: bool) -> Outcome:
+    def temporary(
+        self, recipient: Recipient, attempts: int, reason: str, *, connection: bool
+    ) -> Outcome:
         """A retry later with exponential backoff and jitter, or failed after max_attempts."""
         if attempts >= self.smtp.max_attempts:
             return Outcome(
@@ -180,7 +187,9 @@ class DeliveryEngine:
                 attempts,
                 error=f"gave up after {attempts} attempts: {reason}",
             )
-        backoff = min(self.smtp.retry_max_seconds, self.smtp.retry_base_seconds * 2 ** (attempts - 1))
+        backoff = min(
+            self.smtp.retry_max_seconds, self.smtp.retry_base_seconds * 2 ** (attempts - 1)
+        )
         delay = backoff * (0.5 + self.rng.random())
         return Outcome(
             recipient.delivery_id,
@@ -210,7 +219,8 @@ class DeliveryEngine:
         total = sum(counts.values())
         self.progress.start(total, total - counts.get("pending", 0))
         workers = [
-            _Worker(self, i, first_connection if i == 0 else None) for i in range(self.smtp.connections)
+            _Worker(self, i, first_connection if i == 0 else None)
+            for i in range(self.smtp.connections)
         ]
         for worker in workers:
             worker.start()
@@ -243,14 +253,18 @@ class DeliveryEngine:
         cursor = 0
         while not (self.stop.is_set() or self.halt.is_set()):
             with self.store.atomic() as conn:
-                due = outbox.fetch_due(conn, digest_id, now=self.clock(), after_id=cursor, limit=FETCH_BATCH)
+                due = outbox.fetch_due(
+                    conn, digest_id, now=self.clock(), after_id=cursor, limit=FETCH_BATCH
+                )
             if due:
                 cursor = due[-1].delivery_id
                 size = self.smtp.claim_batch
                 for start in range(0, len(due), size):
                     chunk = due[start : start + size]
                     with self.store.atomic() as conn:
-                        claimed = outbox.claim(conn, [r.delivery_id for r in chunk], now=self.clock())
+                        claimed = outbox.claim(
+                            conn, [r.delivery_id for r in chunk], now=self.clock()
+                        )
                     mine = [r for r in chunk if r.delivery_id in claimed]
                     if mine:
                         yield mine
@@ -321,7 +335,10 @@ class DeliveryEngine:
                 self._consecutive_failures = 0
             elif o.state is DeliveryState.PENDING or (o.error or "").startswith("gave up"):
                 self._consecutive_failures += 1
-                if self._consecutive_failures >= self.smtp.pause_after_failures and not self.halt.is_set():
+                if (
+                    self._consecutive_failures >= self.smtp.pause_after_failures
+                    and not self.halt.is_set()
+                ):
                     self._pause_reason = (
                         f"{self._consecutive_failures} deliveries in a row failed "
                         f"(last: {o.error}); the send is paused and resumes with the next run"

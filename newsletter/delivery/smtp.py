@@ -20,7 +20,10 @@ def connect(settings: SmtpSettings) -> smtplib.SMTP:
     try:
         if settings.security == "tls":
             client: smtplib.SMTP = smtplib.SMTP_SSL(
-                settings.host, settings.port, timeout=settings.timeout, context=ssl.create_default_context()
+                settings.host,
+                settings.port,
+                timeout=settings.timeout,
+                context=ssl.create_default_context(),
             )
         else:
             client = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)

@@ -39,13 +39,17 @@ class Store:
         try:
             parsed = make_url(url)
         except ArgumentError:
-            raise StoreError(f"[store] url: {url!r} is not a database URL (e.g. sqlite:///var/newsletter.db)") from None
+            raise StoreError(
+                f"[store] url: {url!r} is not a database URL (e.g. sqlite:///var/newsletter.db)"
+            ) from None
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         try:
             engine = create_engine(parsed)
         except (ArgumentError, ImportError) as exc:
-            raise StoreError(f"[store] url: cannot use {parsed.render_as_string(hide_password=True)}: {exc}") from None
+            raise StoreError(
+                f"[store] url: cannot use {parsed.render_as_string(hide_password=True)}: {exc}"
+            ) from None
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
         store = cls(engine)

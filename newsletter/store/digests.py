@@ -39,7 +39,9 @@ def remember_articles(conn: Connection, found: Sequence[Article], *, now: dateti
     known: set[str] = set()
     for start in range(0, len(keys), 500):
         chunk = keys[start : start + 500]
-        known.update(conn.execute(select(articles.c.key).where(articles.c.key.in_(chunk))).scalars())
+        known.update(
+            conn.execute(select(articles.c.key).where(articles.c.key.in_(chunk))).scalars()
+        )
     new: dict[str, Article] = {a.key: a for a in found if a.key not in known}
     if new:
         conn.execute(
@@ -65,7 +67,9 @@ def known_keys(conn: Connection, keys: Sequence[str]) -> set[str]:
     found: set[str] = set()
     for start in range(0, len(keys), 500):
         chunk = list(keys[start : start + 500])
-        found.update(conn.execute(select(articles.c.key).where(articles.c.key.in_(chunk))).scalars())
+        found.update(
+            conn.execute(select(articles.c.key).where(articles.c.key.in_(chunk))).scalars()
+        )
     return found
 
 
@@ -126,11 +130,14 @@ def create_digest(
                 created_at=now,
             )
         ).inserted_primary_key[0]
-        ids = dict(
-            conn.execute(
-                select(articles.c.key, articles.c.id).where(articles.c.key.in_(rendered.article_keys))
-            ).tuples()
-        )
+        ids = {
+            key: article_id
+            for key, article_id in conn.execute(
+                select(articles.c.key, articles.c.id).where(
+                    articles.c.key.in_(rendered.article_keys)
+                )
+            )
+        }
         conn.execute(
             digest_articles.insert(),
             [
@@ -176,14 +183,18 @@ def unfinished_digest_ids(conn: Connection) -> list[int]:
     )
 
 
-def set_digest_state(conn: Connection, digest_id: int, state: DigestState, *, now: datetime) -> None:
+def set_digest_state(
+    conn: Connection, digest_id: int, state: DigestState, *, now: datetime
+) -> None:
     values: dict[str, object] = {"state": state.value}
     if state is DigestState.SENT:
         values["finished_at"] = now
     conn.execute(update(digests).where(digests.c.id == digest_id).values(**values))
 
 
-def recent_digests(conn: Connection, *, limit: int = 20, sent_only: bool = False) -> list[StoredDigest]:
+def recent_digests(
+    conn: Connection, *, limit: int = 20, sent_only: bool = False
+) -> list[StoredDigest]:
     stmt = select(digests).order_by(digests.c.id.desc()).limit(limit)
     if sent_only:
         stmt = stmt.where(digests.c.state == DigestState.SENT.value)

@@ -25,5 +25,7 @@ def save_validators(
     ).rowcount
     if not updated:
         conn.execute(
-            feed_state.insert().values(url=url, etag=etag, last_modified=last_modified, checked_at=now)
+            feed_state.insert().values(
+                url=url, etag=etag, last_modified=last_modified, checked_at=now
+            )
         )

@@ -32,14 +32,18 @@ def _owner_is_dead(owner: str) -> bool:
     return False
 
 
-def try_acquire(conn: Connection, name: str, owner: str, *, now: datetime, ttl: timedelta) -> str | None:
+def try_acquire(
+    conn: Connection, name: str, owner: str, *, now: datetime, ttl: timedelta
+) -> str | None:
     """Take the lock. Returns None on success, else the current holder's description."""
     row = conn.execute(select(locks).where(locks.c.name == name)).first()
     if row is None:
         try:
             with conn.begin_nested():
                 conn.execute(
-                    locks.insert().values(name=name, owner=owner, acquired_at=now, expires_at=now + ttl)
+                    locks.insert().values(
+                        name=name, owner=owner, acquired_at=now, expires_at=now + ttl
+                    )
                 )
         except IntegrityError:
             return "another process (it took the lock at the same moment)"
@@ -48,7 +52,9 @@ def try_acquire(conn: Connection, name: str, owner: str, *, now: datetime, ttl: 
         return f"{row.owner} since {row.acquired_at:%Y-%m-%d %H:%M:%S} UTC"
     taken = conn.execute(
         update(locks)
-        .where(locks.c.name == name, locks.c.owner == row.owner, locks.c.expires_at == row.expires_at)
+        .where(
+            locks.c.name == name, locks.c.owner == row.owner, locks.c.expires_at == row.expires_at
+        )
         .values(owner=owner, acquired_at=now, expires_at=now + ttl)
     ).rowcount
     return None if taken == 1 else "another process (it took the lock at the same moment)"
@@ -58,7 +64,9 @@ def refresh(conn: Connection, name: str, owner: str, *, now: datetime, ttl: time
     """Extend our lease; False if someone else holds the lock now."""
     return (
         conn.execute(
-            update(locks).where(locks.c.name == name, locks.c.owner == owner).values(expires_at=now + ttl)
+            update(locks)
+            .where(locks.c.name == name, locks.c.owner == owner)
+            .values(expires_at=now + ttl)
         ).rowcount
         == 1
     )

@@ -39,7 +39,9 @@ def release_in_flight(conn: Connection, digest_id: int, *, now: datetime) -> int
     """Rows left in ``sending`` by a crashed run go back to pending (they may be duplicates)."""
     return conn.execute(
         update(deliveries)
-        .where(deliveries.c.digest_id == digest_id, deliveries.c.state == DeliveryState.SENDING.value)
+        .where(
+            deliveries.c.digest_id == digest_id, deliveries.c.state == DeliveryState.SENDING.value
+        )
         .values(state=DeliveryState.PENDING.value, updated_at=now, next_attempt_at=None)
     ).rowcount
 
@@ -184,7 +186,10 @@ def has_pending(conn: Connection, digest_id: int) -> bool:
     return (
         conn.execute(
             select(deliveries.c.id)
-            .where(deliveries.c.digest_id == digest_id, deliveries.c.state == DeliveryState.PENDING.value)
+            .where(
+                deliveries.c.digest_id == digest_id,
+                deliveries.c.state == DeliveryState.PENDING.value,
+            )
             .limit(1)
         ).first()
         is not None

@@ -140,6 +140,16 @@ feed_state = Table(
     Column("checked_at", UtcDateTime, nullable=False),
 )
 
+slot_runs = Table(
+    "slot_runs",
+    metadata,
+    Column("slot", String(64), primary_key=True),  # a scheduled fire time, ISO 8601 UTC
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("finished_at", UtcDateTime),
+    Column("outcome", Text),  # "sent digest N", "no new articles", "skipped: ...", an error
+    Column("owner", String(200), nullable=False),
+)
+
 used_tokens = Table(
     "used_tokens",
     metadata,
@@ -159,7 +169,9 @@ MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1_initial)]
 def migrate(conn: Connection, now: datetime) -> None:
     """Apply every registered migration newer than the database's version."""
     schema_version.create(conn, checkfirst=True)
-    current = conn.execute(select(schema_version.c.version).order_by(schema_version.c.version.desc())).scalar()
+    current = conn.execute(
+        select(schema_version.c.version).order_by(schema_version.c.version.desc())
+    ).scalar()
     for version, step in MIGRATIONS:
         if current is None or version > current:
             step(conn)

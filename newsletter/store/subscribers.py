@@ -92,7 +92,9 @@ def set_state(
     return conn.execute(stmt.values(**values)).rowcount == 1
 
 
-def update_pending(conn: Connection, subscriber_id: int, *, name: str, attrs: dict[str, str], now: datetime) -> None:
+def update_pending(
+    conn: Connection, subscriber_id: int, *, name: str, attrs: dict[str, str], now: datetime
+) -> None:
     """Refresh the details of an address that asks to (re)subscribe and awaits confirmation."""
     conn.execute(
         update(subscribers)
@@ -111,7 +113,10 @@ def iter_all(conn: Connection, *, batch_size: int = 1000) -> Iterator[Row[tuple[
     last_id = 0
     while True:
         batch = conn.execute(
-            select(subscribers).where(subscribers.c.id > last_id).order_by(subscribers.c.id).limit(batch_size)
+            select(subscribers)
+            .where(subscribers.c.id > last_id)
+            .order_by(subscribers.c.id)
+            .limit(batch_size)
         ).all()
         if not batch:
             return

@@ -1,0 +1,93 @@
+"""Shared fixtures: a real SMTP server, settings pointed at tmp files, a controllable clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from newsletter.app import Context
+from newsletter.config import Settings, load_settings
+from tests.smtp_servers import SmtpTestServer
+
+REPO = Path(__file__).resolve().parent.parent
+SEEDS = REPO / "seeds"
+
+
+class FrozenClock:
+    """A clock tests move by hand."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock(datetime(2026, 11, 26, 7, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpTestServer]:
+    with SmtpTestServer() as server:
+        yield server
+
+
+SettingsFactory = Callable[..., Settings]
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SettingsFactory:
+    """``make_settings(smtp={"port": 1025}, digest={...})``: defaults pointed at tmp_path."""
+    for name in list(__import__("os").environ):
+        if name.startswith("NEWSLETTER_"):
+            monkeypatch.delenv(name)
+
+    def factory(**overrides: Any) -> Settings:
+        base = {
+            "store": {"url": f"sqlite:///{tmp_path / 'newsletter.db'}"},
+            "sources": {"articles_dir": str(SEEDS)},
+            "digest": {"max_age_days": 36500},
+            "web": {
+                "secret": "test-secret-0123456789abcdef",
+                "base_url": "https://news.example.org",
+            },
+            "smtp": {"retry_base_seconds": 0.01, "retry_max_seconds": 0.05},
+        }
+        return load_settings(None, **_merge(base, overrides))
+
+    return factory
+
+
+@pytest.fixture
+def make_context(
+    make_settings: SettingsFactory, clock: FrozenClock
+) -> Iterator[Callable[..., Context]]:
+    opened: list[Context] = []
+
+    def factory(**overrides: Any) -> Context:
+        ctx = Context.open(make_settings(**overrides), clock=clock)
+        opened.append(ctx)
+        return ctx
+
+    yield factory
+    for ctx in opened:
+        ctx.close()
