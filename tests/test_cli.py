@@ -1,0 +1,176 @@
+"""The CLI as a user sees it: exit codes, one-line errors, help for every command."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from email.message import EmailMessage
+from pathlib import Path
+
+import click
+import pytest
+
+from newsletter import __version__
+from newsletter.cli import cli
+from newsletter.cli.base import run_guarded
+from newsletter.config import load_settings
+from newsletter.store import Store
+from newsletter.store import outbox
+from tests.conftest import SEEDS
+from tests.smtp_servers import SmtpTestServer
+
+Run = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str]) -> Run:
+    def invoke(*args: str) -> tuple[int, str, str]:
+        code = run_guarded(cli, list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return invoke
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, smtp_server: SmtpTestServer) -> Path:
+    """Point every setting at tmp_path and the test SMTP server, through the environment."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("NEWSLETTER_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NEWSLETTER_STORE__URL", f"sqlite:///{tmp_path / 'news.db'}")
+    monkeypatch.setenv("NEWSLETTER_SMTP__PORT", str(smtp_server.port))
+    monkeypatch.setenv("NEWSLETTER_SOURCES__ARTICLES_DIR", str(SEEDS))
+    monkeypatch.setenv("NEWSLETTER_DIGEST__MAX_AGE_DAYS", "36500")
+    monkeypatch.setenv("NEWSLETTER_WEB__SECRET", "cli-test-secret-0123456789")
+    monkeypatch.setenv("NEWSLETTER_LOGGING__LEVEL", "WARNING")
+    return tmp_path
+
+
+def _all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = []
+    for name, command in group.commands.items():
+        found.append((*prefix, name))
+        if isinstance(command, click.Group):
+            found.extend(_all_commands(command, (*prefix, name)))
+    return found
+
+
+@pytest.mark.parametrize("path", _all_commands(cli), ids=" ".join)
+def test_every_command_has_help_written_for_users(run: Run, path: tuple[str, ...]):
+    code, out, _ = run(*path, "--help")
+    assert code == 0
+    command: click.Command = cli
+    for name in path:
+        assert isinstance(command, click.Group)
+        command = command.commands[name]
+    assert command.help and len(command.help.split()) >= 4, f"{' '.join(path)} needs a help text"
+    assert command.help.split("\n")[0].rstrip(".") in " ".join(out.split())
+
+
+def test_version(run: Run):
+    code, out, _ = run("--version")
+    assert code == 0 and __version__ in out
+
+
+def test_config_error_is_one_line_and_exit_2(run: Run, tmp_path: Path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[smtp]\nport = 'twenty-five'\n")
+    code, out, err = run("--config", str(bad), "send-now")
+    assert code == 2
+    assert err.strip().count("\n") == 0
+    assert err.startswith(f"error: {bad}: smtp.port:")
+    assert "Traceback" not in out + err
+
+
+def test_send_now_then_nothing_new(run: Run, env: Path, smtp_server: SmtpTestServer):
+    assert run("subscribers", "add", "ada@example.org", "--name", "Ada")[0] == 0
+    assert run("subscribers", "add", "alan@example.net")[0] == 0
+
+    code, out, _ = run("send-now")
+    assert code == 0
+    assert "2 sent, 0 failed" in out
+    assert sorted(smtp_server.handler.recipients()) == ["ada@example.org", "alan@example.net"]
+
+    code, out, _ = run("send-now")
+    assert code == 0
+    assert "no new articles since the last digest; nothing new was sent." in out
+    assert len(smtp_server.received) == 2
+
+
+def test_dry_run_and_test_copy_mark_nothing(run: Run, env: Path, smtp_server: SmtpTestServer):
+    run("subscribers", "add", "ada@example.org", "--name", "Ada")
+
+    code, out, _ = run("send-now", "--dry-run")
+    assert code == 0
+    assert "to 1 active subscribers" in out
+    assert smtp_server.received == []
+
+    code, out, _ = run("send-now", "--to", "editor@example.org")
+    assert code == 0 and "test copy" in out
+    [test_copy] = smtp_server.messages()
+    assert test_copy["Subject"].startswith("[TEST] ")
+    assert test_copy["To"].addresses[0].addr_spec == "editor@example.org"
+
+    code, out, _ = run("send-now")
+    assert code == 0 and "1 sent" in out
+    assert smtp_server.handler.recipients() == ["editor@example.org", "ada@example.org"]
+
+
+def test_preview_writes_html_without_marking_anything(run: Run, env: Path, smtp_server):
+    target = env / "preview.html"
+    code, out, _ = run("preview", "--output", str(target))
+    assert code == 0 and str(target) in out
+    html = target.read_text(encoding="utf-8")
+    assert "Kingsgate footbridge" in html
+    assert "Alex Reader" in html  # personal fields filled with sample values
+    assert not re.search(r"NL[0-9a-f]{12}Q\w+Q", html), "a personalization token was left in"
+    run("subscribers", "add", "ada@example.org")
+    code, out, _ = run("send-now")
+    assert "1 sent" in out
+
+
+def test_unreachable_smtp_fails_fast_before_any_row(run: Run, env: Path, monkeypatch):
+    from newsletter.inbox import free_port
+
+    monkeypatch.setenv("NEWSLETTER_SMTP__PORT", str(free_port()))
+    run("subscribers", "add", "ada@example.org")
+    code, out, err = run("send-now")
+    assert code == 3
+    assert err.startswith("error: cannot connect to the SMTP server 127.0.0.1:")
+    assert "check [smtp] host, port and security" in err
+    assert err.strip().count("\n") == 0
+    store = Store.open(load_settings().store.url)
+    with store.atomic() as conn:
+        assert outbox.counts(conn, 1) == {}
+
+
+def test_missing_articles_folder_is_one_line(run: Run, env: Path, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_SOURCES__ARTICLES_DIR", str(env / "nowhere"))
+    code, _, err = run("send-now")
+    assert code == 1
+    assert "nowhere" in err and "articles_dir" in err
+    assert err.strip().count("\n") == 0
+
+
+def test_demo_delivers_one_digest_per_sample_subscriber(run: Run, env: Path):
+    code, out, _ = run("demo")
+    assert code == 0, out
+    inbox = env / "var" / "demo" / "inbox"
+    messages = sorted(inbox.glob("*.eml"))
+    assert len(messages) == 4
+    from email import message_from_bytes, policy
+
+    parsed = [message_from_bytes(p.read_bytes(), policy=policy.default) for p in messages]
+    assert all(isinstance(m, EmailMessage) for m in parsed)
+    assert {m["Delivered-To"] for m in parsed} == {
+        "ada@example.org",
+        "grace@example.org",
+        "alan@example.net",
+        "zoe@example.com",
+    }
+    assert all(p.with_suffix(".html").exists() for p in messages)
+    assert str(inbox) in out
