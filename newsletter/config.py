@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -141,7 +142,8 @@ class LoggingSettings(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
-_file_data: ContextVar[Mapping[str, Any]] = ContextVar("newsletter_config_file_data", default={})
+_NO_FILE: Mapping[str, Any] = MappingProxyType({})
+_file_data: ContextVar[Mapping[str, Any]] = ContextVar("newsletter_config_file", default=_NO_FILE)
 
 
 class Settings(BaseSettings):

@@ -7,7 +7,14 @@ import sys
 
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 log = logging.getLogger("newsletter")
 
@@ -16,8 +23,8 @@ def configure_logging(level: str = "INFO", *, stream: object = None) -> None:
     """Rich output on a terminal, plain timestamped lines otherwise (files, journald, CI)."""
     target = stream or sys.stderr
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    for old in list(root.handlers):
+        root.removeHandler(old)
     handler: logging.Handler
     if getattr(target, "isatty", lambda: False)():
         handler = RichHandler(console=Console(file=target), show_path=False, markup=False)  # type: ignore[arg-type]
@@ -46,7 +53,7 @@ class BarProgress:
             TimeRemainingColumn(),
             transient=False,
         )
-        self._task = None
+        self._task: TaskID | None = None
         self._sent = 0
 
     def start(self, total: int, done: int) -> None:

@@ -14,8 +14,7 @@ from newsletter import __version__
 from newsletter.cli import cli
 from newsletter.cli.base import run_guarded
 from newsletter.config import load_settings
-from newsletter.store import Store
-from newsletter.store import outbox
+from newsletter.store import Store, outbox
 from tests.conftest import SEEDS
 from tests.smtp_servers import SmtpTestServer
 
@@ -129,7 +128,7 @@ def test_preview_writes_html_without_marking_anything(run: Run, env: Path, smtp_
     assert "Alex Reader" in html  # personal fields filled with sample values
     assert not re.search(r"NL[0-9a-f]{12}Q\w+Q", html), "a personalization token was left in"
     run("subscribers", "add", "ada@example.org")
-    code, out, _ = run("send-now")
+    _, out, _ = run("send-now")
     assert "1 sent" in out
 
 
@@ -138,7 +137,7 @@ def test_unreachable_smtp_fails_fast_before_any_row(run: Run, env: Path, monkeyp
 
     monkeypatch.setenv("NEWSLETTER_SMTP__PORT", str(free_port()))
     run("subscribers", "add", "ada@example.org")
-    code, out, err = run("send-now")
+    code, _, err = run("send-now")
     assert code == 3
     assert err.startswith("error: cannot connect to the SMTP server 127.0.0.1:")
     assert "check [smtp] host, port and security" in err

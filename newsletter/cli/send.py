@@ -36,7 +36,8 @@ def _print_summary(summary: app.SendSummary) -> None:
     if summary.report is not None:
         r = summary.report
         click.echo(
-            f"digest {summary.digest_id} \u201c{summary.subject}\u201d: {summary.articles} articles, "
+            f"digest {summary.digest_id} \u201c{summary.subject}\u201d: "
+            f"{summary.articles} articles, "
             f"{r.sent} sent, {r.failed} failed"
             + (f", {r.counts.get('pending', 0)} left to retry" if r.counts.get("pending") else "")
             + (", stopped early (resumable with send-now)" if r.interrupted else "")
@@ -129,7 +130,8 @@ def preview(state: CliState, output: Path | None) -> None:
     except OSError as exc:
         raise UsageError(f"{target}: cannot write the preview: {exc.strerror}") from None
     click.echo(
-        f"preview of \u201c{upcoming.rendered.subject}\u201d ({len(upcoming.articles)} articles) written to {target}"
+        f"preview of \u201c{upcoming.rendered.subject}\u201d "
+        f"({len(upcoming.articles)} articles) written to {target}"
     )
     if output is None and not webbrowser.open(target.resolve().as_uri()):
         click.echo(f"open it in a browser: {target.resolve().as_uri()}")
@@ -148,7 +150,8 @@ def status(state: CliState, limit: int) -> None:
         counts = ", ".join(f"{n} {s}" for s, n in sorted(row.counts.items())) or "no recipients"
         slot = f" slot {row.slot}" if row.slot else ""
         click.echo(
-            f"#{row.id} {row.created_at:%Y-%m-%d %H:%M} UTC{slot} [{row.state}] {row.subject}: {counts}"
+            f"#{row.id} {row.created_at:%Y-%m-%d %H:%M} UTC{slot} [{row.state}] "
+            f"{row.subject}: {counts}"
         )
         for reason, n in row.failures:
             click.echo(f"    {n} failed: {reason}")
@@ -200,7 +203,8 @@ def demo(state: CliState) -> None:
     for eml in messages:
         _write_html_part(eml)
     click.echo(
-        f"\n{len(messages)} messages received in {root / 'inbox'} (.eml files, with .html beside each)"
+        f"\n{len(messages)} messages received in {root / 'inbox'} "
+        "(.eml files, with .html beside each)"
     )
     if messages:
         click.echo(

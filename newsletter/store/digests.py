@@ -118,7 +118,7 @@ def create_digest(
 ) -> int:
     """Insert a digest and claim its articles; the database refuses a slot or article twice."""
     try:
-        digest_id = conn.execute(
+        inserted = conn.execute(
             digests.insert().values(
                 slot=slot,
                 subject=rendered.subject,
@@ -129,7 +129,9 @@ def create_digest(
                 state=DigestState.SENDING.value,
                 created_at=now,
             )
-        ).inserted_primary_key[0]
+        ).inserted_primary_key
+        assert inserted is not None
+        digest_id = inserted[0]
         ids = {
             key: article_id
             for key, article_id in conn.execute(
@@ -147,7 +149,8 @@ def create_digest(
         )
     except IntegrityError:
         raise SendInProgress(
-            "another send took these articles or this slot at the same moment; nothing was sent twice"
+            "another send took these articles or this slot at the same moment; "
+            "nothing was sent twice"
         ) from None
     return int(digest_id)
 
