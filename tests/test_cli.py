@@ -173,3 +173,25 @@ def test_demo_delivers_one_digest_per_sample_subscriber(run: Run, env: Path):
     }
     assert all(p.with_suffix(".html").exists() for p in messages)
     assert str(inbox) in out
+
+
+def test_a_bad_article_file_is_reported_once_and_the_rest_go_out(
+    run: Run, env: Path, smtp_server: SmtpTestServer, monkeypatch
+):
+    articles = env / "articles"
+    articles.mkdir()
+    (articles / "001_good.txt").write_text(
+        "date 2026-11-25\n\nThe council approved the new park on Monday. It opens in May.\n",
+        encoding="utf-8",
+    )
+    (articles / "002_bad.txt").write_text("no date here\n\nText.\n", encoding="utf-8")
+    monkeypatch.setenv("NEWSLETTER_SOURCES__ARTICLES_DIR", str(articles))
+    run("subscribers", "add", "ada@example.org")
+
+    code, out, err = run("send-now")
+
+    assert code == 0
+    assert "1 articles, 1 sent" in out
+    assert err.count("002_bad.txt") == 1
+    [message] = smtp_server.messages()
+    assert "The council approved the new park" in message.get_body(("plain",)).get_content()

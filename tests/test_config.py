@@ -68,11 +68,17 @@ def test_environment_wins_over_the_file(tmp_path: Path, monkeypatch: pytest.Monk
     [
         ("[smtp]\nport = 'abc'\n", "smtp.port: Input should be a valid integer"),
         ("[smtp]\nprot = 25\n", "smtp.prot: unknown key"),
-        ("[smtp]\nsecurity = 'ssl'\n", "smtp.security: Input should be 'none', 'starttls' or 'tls'"),
+        (
+            "[smtp]\nsecurity = 'ssl'\n",
+            "smtp.security: Input should be 'none', 'starttls' or 'tls'",
+        ),
         ("[schedule]\ntimezone = 'Mars/Olympus'\n", "schedule.timezone: unknown time zone"),
         ("[web]\nbase_url = 'example.org'\n", "web.base_url: must start with http:// or https://"),
         ("[newsletter]\nfrom_address = 'not-an-address'\n", "newsletter.from_address:"),
-        ("[digest]\nmax_articles = 0\n", "digest.max_articles: Input should be greater than or equal to 1"),
+        (
+            "[digest]\nmax_articles = 0\n",
+            "digest.max_articles: Input should be greater than or equal to 1",
+        ),
     ],
 )
 def test_a_bad_value_is_one_line_naming_file_and_key(tmp_path: Path, text: str, expected: str):

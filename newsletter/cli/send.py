@@ -44,8 +44,6 @@ def _print_summary(summary: app.SendSummary) -> None:
         )
     elif summary.skipped_reason:
         click.echo(f"{summary.skipped_reason}; nothing new was sent.")
-    for problem in summary.problems:
-        click.echo(f"warning: {problem}", err=True)
 
 
 @click.command("send-now")
@@ -87,9 +85,7 @@ def _dry_run(ctx: app.Context) -> None:
         active = subscriber_rows.count_by_state(conn).get("active", 0)
     for digest_id in unfinished:
         click.echo(f"would first finish unfinished digest {digest_id}")
-    upcoming, gathered = app.preview_digest(ctx)
-    for problem in gathered.problems:
-        click.echo(f"warning: {problem}", err=True)
+    upcoming, _ = app.preview_digest(ctx)
     if upcoming is None:
         click.echo("no new articles since the last digest; nothing would be sent.")
         return
@@ -116,9 +112,7 @@ def _dry_run(ctx: app.Context) -> None:
 def preview(state: CliState, output: Path | None) -> None:
     """Render the next digest without sending or marking anything, and open it in a browser."""
     ctx = state.context()
-    upcoming, gathered = app.preview_digest(ctx)
-    for problem in gathered.problems:
-        click.echo(f"warning: {problem}", err=True)
+    upcoming, _ = app.preview_digest(ctx)
     if upcoming is None:
         click.echo("no new articles since the last digest; there is nothing to preview.")
         return
