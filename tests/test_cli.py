@@ -195,3 +195,15 @@ def test_a_bad_article_file_is_reported_once_and_the_rest_go_out(
     assert err.count("002_bad.txt") == 1
     [message] = smtp_server.messages()
     assert "The council approved the new park" in message.get_body(("plain",)).get_content()
+
+
+def test_sources_check_exits_1_when_a_source_has_a_problem(run: Run, env: Path, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_SOURCES__ARTICLES_DIR", str(env / "nowhere"))
+    code, out, _ = run("sources", "check")
+    assert code == 1
+    assert "nowhere" in out and "problem:" in out
+
+    monkeypatch.setenv("NEWSLETTER_SOURCES__ARTICLES_DIR", str(SEEDS))
+    code, out, _ = run("sources", "check")
+    assert code == 0
+    assert f"{SEEDS}: 8 entries, 8 new" in out
