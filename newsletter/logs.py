@@ -35,8 +35,9 @@ def configure_logging(level: str = "INFO", *, stream: object = None) -> None:
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     logging.getLogger("newsletter").setLevel(level)
-    # cssutils (via premailer) and the SMTP server library are chatty at INFO.
-    for noisy in ("CSSUTILS", "mail.log", "apscheduler"):
+    # The SMTP server library and the scheduler are chatty at INFO. (cssutils is silenced
+    # once by the render stage, which owns premailer.)
+    for noisy in ("mail.log", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
