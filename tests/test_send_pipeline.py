@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 from email.message import EmailMessage
+from pathlib import Path
 
 from newsletter import app
 from newsletter.subscribers import add_subscriber
@@ -58,3 +60,68 @@ def test_second_send_has_nothing_new(make_context, smtp_server: SmtpTestServer, 
     assert second.report is None
     assert second.skipped_reason == "no new articles since the last digest"
     assert len(smtp_server.received) == 1
+
+
+GOLDEN = Path(__file__).parent / "golden"
+CAPTIONS_AND_BOILERPLATE = [
+    "Commuters board a new low-floor tram",  # photo caption with credit
+    "CITYWIRE/Marta Kowal",
+    "(not pictured)",
+    "Subscribe to our morning briefing",  # page boilerplate on the date line
+    "November 24 - ",  # dateline
+]
+
+
+def _normalized(message: EmailMessage) -> str:
+    """The received plain-text part with what changes per run replaced by fixed markers."""
+    text = _body(message, "plain").replace("\r\n", "\n")
+    return re.sub(r"/unsubscribe/[A-Za-z0-9_.-]+", "/unsubscribe/<token>", text)
+
+
+def test_seed_digest_matches_the_golden_text_part(make_context, smtp_server: SmtpTestServer, clock):
+    """The whole text part of the seeds digest; regenerate on purpose with REGENERATE_GOLDEN=1."""
+    ctx = make_context(smtp={"port": smtp_server.port})
+    add_subscriber(ctx.store, "ada@example.org", "Ada Lovelace", now=clock())
+    app.send_now(ctx)
+    [message] = smtp_server.messages()
+    golden = GOLDEN / "seeds_digest.txt"
+    actual = _normalized(message)
+    if os.environ.get("REGENERATE_GOLDEN") == "1":
+        golden.write_text(actual, encoding="utf-8")
+    assert actual == golden.read_text(encoding="utf-8")
+
+
+def test_delivered_digest_has_no_captions_or_page_boilerplate(
+    make_context, smtp_server: SmtpTestServer, clock
+):
+    ctx = make_context(smtp={"port": smtp_server.port})
+    add_subscriber(ctx.store, "ada@example.org", "Ada", now=clock())
+    app.send_now(ctx)
+    [message] = smtp_server.messages()
+    html, text = _body(message, "html"), _body(message, "plain")
+    for fragment in CAPTIONS_AND_BOILERPLATE:
+        assert fragment not in html and fragment not in text, fragment
+    assert "Brenmoor's first new tram line in three decades opened" in text
+    assert "CITYWIRE" in html  # the agency credit is kept as the source
+    assert message["From"] == "The Daily Digest <digest@example.org>"
+    assert message["Subject"] == "The Daily Digest: 26 November 2026"
+    assert message["Date"].datetime == clock()
+    assert message["List-Id"] == "The Daily Digest <digest.example.org>"
+    assert "@media" in html and "!important" in html  # responsive rules kept in a <style> block
+    assert 'style="' in html and "<table" in html
+
+
+def test_header_values_never_carry_injected_lines(make_context, smtp_server: SmtpTestServer, clock):
+    ctx = make_context(
+        smtp={"port": smtp_server.port},
+        newsletter={"from_name": "Digest\r\nBcc: a@evil.example", "title": "T\nX-Evil: 1"},
+    )
+    add_subscriber(ctx.store, "ada@example.org", "Ada\r\nBcc: b@evil.example", now=clock())
+    app.send_now(ctx)
+    [received] = smtp_server.received
+    message = received.parse()
+    assert received.rcpt_tos == ["ada@example.org"]
+    assert message["Bcc"] is None and message["X-Evil"] is None
+    head = received.data.split(b"\r\n\r\n", 1)[0]
+    for line in head.split(b"\r\n"):
+        assert line[:1] in (b" ", b"\t") or b":" in line, line
