@@ -29,6 +29,7 @@ from markdown_it.token import Token
 
 from newsletter.errors import ArticleError
 from newsletter.models import Article
+from newsletter.sources.sanitize import sanitize_html
 from newsletter.sources.scraped import summarize
 
 # The "commonmark" preset enables raw HTML by default: switch it off explicitly.
@@ -82,7 +83,11 @@ def parse_markdown(text: str, path: Path) -> Article:
         title=title,
         published=published,
         summary=summary,
-        body_html=_MARKDOWN.renderer.render(tokens, _MARKDOWN.options, {}),
+        # The same email-safe subset as feed content: headings mapped, images capped,
+        # relative links resolved against the article's URL (or dropped without one).
+        body_html=sanitize_html(
+            _MARKDOWN.renderer.render(tokens, _MARKDOWN.options, {}), base_url=url or ""
+        ),
         url=url,
         tags=tags,
         origin=str(path),
