@@ -5,9 +5,8 @@ Fixture files live in ``tests/articles/`` and are named after the case they cove
 
 from __future__ import annotations
 
-import re
-
 import logging
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
