@@ -195,3 +195,40 @@ def fill_tokens(text: str, tokens: TokenSet, values: Mapping[str, str], *, escap
         return html.escape(raw, quote=True) if escape else raw
 
     return tokens.pattern.sub(value, text)
+
+
+def confirmation_message(
+    settings: Settings,
+    *,
+    to: str,
+    name: str,
+    subject: str,
+    html_body: str,
+    text_body: str,
+    now: datetime,
+    dkim_sign: Callable[[bytes], bytes] | None = None,
+) -> Envelope:
+    """The double opt-in email for one address: a small text + HTML message, built whole."""
+    from email.headerregistry import Address
+    from email.message import EmailMessage
+    from email.policy import SMTP
+    from email.utils import make_msgid
+
+    sender = settings.newsletter
+    from_address = str(sender.from_address)
+    domain = from_address.rpartition("@")[2]
+    message = EmailMessage(policy=SMTP)
+    message["From"] = Address(header_safe(sender.from_name), addr_spec=from_address)
+    message["To"] = Address(header_safe(name), addr_spec=to)
+    message["Subject"] = header_safe(subject)
+    message["Date"] = format_datetime(now)
+    message_id = make_msgid(domain=domain)
+    message["Message-ID"] = message_id
+    if sender.reply_to:
+        message["Reply-To"] = str(sender.reply_to)
+    message.set_content(text_body, cte="quoted-printable")
+    message.add_alternative(html_body, subtype="html", cte="quoted-printable")
+    data = message.as_bytes()
+    if dkim_sign is not None:
+        data = dkim_sign(data)
+    return Envelope(sender=from_address, recipient=to, data=data, message_id=message_id)

@@ -2,35 +2,51 @@
 
 from __future__ import annotations
 
+import csv
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from newsletter import subscribers as subscriber_list
+from newsletter.app import subscriptions
 from newsletter.cli.base import CliState, pass_state
 from newsletter.errors import UsageError
+from newsletter.models import SubscriberState
 
 
 @click.group()
 def subscribers() -> None:
-    """Manage the subscriber list (states: pending, active, unsubscribed, bounced)."""
+    """Manage the subscriber list (states: pending, active, unsubscribed, bounced).
+
+    Only active subscribers get digests. An unsubscribed address is never added back by an
+    import; it can only come back through a confirmation email (double opt-in).
+    """
 
 
 @subscribers.command()
 @click.argument("email")
 @click.option("--name", default="", help="The subscriber's name, used in greetings.")
 @click.option(
-    "--double-opt-in", is_flag=True, help="Add as pending; they must confirm by email first."
+    "--double-opt-in",
+    is_flag=True,
+    help="Add as pending and email a confirmation link; active once they click it.",
 )
 @pass_state
 def add(state: CliState, email: str, name: str, double_opt_in: bool) -> None:
-    """Add EMAIL to the list (active: you vouch for their consent)."""
-    ctx = state.context()
-    added = subscriber_list.add_subscriber(
-        ctx.store, email, name, now=ctx.clock(), double_opt_in=double_opt_in
-    )
-    click.echo(f"added {added.email} ({added.state.value})")
+    """Add EMAIL to the list (active: you vouch for their consent).
+
+    A pending address becomes active. With --double-opt-in the address stays pending until
+    its owner confirms; this is also how an unsubscribed or bounced address comes back, and
+    how a lost confirmation email is sent again.
+    """
+    added = subscriptions.add(state.context(), email, name, double_opt_in=double_opt_in)
+    sent = "; confirmation email sent" if double_opt_in else ""
+    click.echo(f"added {added.email} ({added.state.value}){sent}")
 
 
 @subscribers.command()
@@ -39,16 +55,27 @@ def add(state: CliState, email: str, name: str, double_opt_in: bool) -> None:
 def remove(state: CliState, email: str) -> None:
     """Unsubscribe EMAIL. The address is kept as unsubscribed so no import adds it back."""
     ctx = state.context()
-    subscriber_list.remove_subscriber(ctx.store, email, now=ctx.clock())
-    click.echo(f"unsubscribed {email.strip().lower()}")
+    address = subscriber_list.normalize_address(email)
+    if subscriber_list.remove_subscriber(ctx.store, address, now=ctx.clock()):
+        click.echo(f"unsubscribed {address}")
+    else:
+        click.echo(f"{address} was already unsubscribed")
 
 
 @subscribers.command("list")
+@click.option(
+    "--state",
+    "only",
+    type=click.Choice([s.value for s in SubscriberState]),
+    help="Only the addresses in this state.",
+)
 @pass_state
-def list_(state: CliState) -> None:
-    """Print every subscriber: email, state, name."""
+def list_(state: CliState, only: str | None) -> None:
+    """Print every subscriber: email, state, name (tab-separated)."""
     count = 0
-    for email, name, sub_state in subscriber_list.list_subscribers(state.context().store):
+    store = state.context().store
+    wanted = SubscriberState(only) if only else None
+    for email, name, sub_state in subscriber_list.list_subscribers(store, state=wanted):
         click.echo(f"{email}\t{sub_state}\t{name}")
         count += 1
     click.echo(f"{count} subscribers", err=True)
@@ -57,22 +84,94 @@ def list_(state: CliState) -> None:
 @subscribers.command("import")
 @click.argument("csv_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
-    "--double-opt-in", is_flag=True, help="Import as pending; each must confirm by email first."
+    "--double-opt-in",
+    is_flag=True,
+    help="Import as pending and email each a confirmation link (over one SMTP connection).",
+)
+@click.option(
+    "--report",
+    "report_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the rejected rows (line,reason) to this CSV file instead of the terminal.",
 )
 @pass_state
-def import_(state: CliState, csv_file: Path, double_opt_in: bool) -> None:
-    """Import CSV_FILE with columns email,name (other columns become attributes).
+def import_(state: CliState, csv_file: Path, double_opt_in: bool, report_file: Path | None) -> None:
+    """Import CSV_FILE with columns email,name; other columns become attributes.
 
-    Invalid rows are reported with their line number and reason; the rest are imported.
-    Addresses already on the list are not added twice (case does not matter).
+    Attributes are usable in templates as {{ subscriber.attrs.COLUMN }}. Invalid rows are
+    reported with their line number and reason; the rest are imported. Addresses already on
+    the list are not added twice (case does not matter). A file made by 'export' keeps its
+    unsubscribed and bounced addresses out.
     """
     ctx = state.context()
-    report = subscriber_list.import_csv(
-        ctx.store, csv_file, now=ctx.clock(), double_opt_in=double_opt_in
+    with import_progress(csv_file) as progress:
+        report, mailed = subscriptions.import_subscribers(
+            ctx, csv_file, double_opt_in=double_opt_in, on_progress=progress
+        )
+    if report_file is not None:
+        _write_report(report_file, report.rejected)
+    else:
+        for line, reason in report.rejected:
+            click.echo(f"{csv_file}:{line}: {reason}", err=True)
+    kept = f", {report.kept_out} kept as unsubscribed/bounced" if report.kept_out else ""
+    listed = f" (listed in {report_file})" if report_file and report.rejected else ""
+    click.echo(
+        f"imported {report.imported} subscribers{kept}, rejected {len(report.rejected)} rows"
+        + listed
     )
-    for line, reason in report.rejected:
-        click.echo(f"{csv_file}:{line}: {reason}", err=True)
-    click.echo(f"imported {report.imported} subscribers, rejected {len(report.rejected)} rows")
+    if mailed is not None:
+        _print_confirmations(mailed)
+
+
+def _print_confirmations(mailed: subscriptions.ConfirmationReport) -> None:
+    click.echo(f"sent {mailed.sent} confirmation emails")
+    for address, reason in mailed.failed:
+        click.echo(f"warning: confirmation email to {address} refused: {reason}", err=True)
+    if mailed.unsent:
+        click.echo(
+            f"warning: {mailed.unsent} confirmation emails were not sent ({mailed.stopped_by}); "
+            "those addresses are pending: send again with 'subscribers add --double-opt-in'",
+            err=True,
+        )
+
+
+def _write_report(path: Path, rejected: list[tuple[int, str]]) -> None:
+    try:
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["line", "reason"])
+            writer.writerows(rejected)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write the report: {exc.strerror}") from None
+
+
+def _count_lines(path: Path) -> int | None:
+    try:
+        with path.open("rb") as handle:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+    except OSError:
+        return None  # the import itself reports the problem in one line
+
+
+@contextmanager
+def import_progress(path: Path) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar (rows read, of about how many) on a terminal; nothing otherwise."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    total = _count_lines(path)
+    bar = Progress(
+        TextColumn("[bold]importing[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("rows"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    task = bar.add_task("import", total=max(total - 1, 1) if total else None)
+    with bar:
+        yield lambda lines: bar.update(task, completed=lines)
 
 
 @subscribers.command()
@@ -84,7 +183,10 @@ def import_(state: CliState, csv_file: Path, double_opt_in: bool) -> None:
 )
 @pass_state
 def export(state: CliState, output: Path | None) -> None:
-    """Write the whole list as CSV, with state and dates."""
+    """Write the whole list as CSV, with state and dates (attributes as extra columns).
+
+    The file imports back as it was: unsubscribed and bounced addresses stay out.
+    """
     store = state.context().store
     if output is None:
         count = subscriber_list.export_csv(store, sys.stdout)

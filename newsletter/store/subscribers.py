@@ -1,4 +1,4 @@
-"""Subscriber rows: add, look up, change state, stream in batches."""
+"""Subscriber rows: add, look up, change state, stream in batches; one-time link tokens."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
 
 from newsletter.models import Subscriber, SubscriberState
-from newsletter.store.schema import subscribers
+from newsletter.store.schema import subscribers, used_tokens
 
 
 def decode_attrs(raw: str | None) -> dict[str, str]:
@@ -35,6 +36,16 @@ def get_by_email(conn: Connection, email: str) -> Subscriber | None:
 def get_by_id(conn: Connection, subscriber_id: int) -> Subscriber | None:
     row = conn.execute(select(subscribers).where(subscribers.c.id == subscriber_id)).first()
     return _to_subscriber(row) if row else None
+
+
+def get_many_by_email(conn: Connection, emails: Sequence[str]) -> list[Subscriber]:
+    """The subscribers with these addresses, in id order (unknown addresses are left out)."""
+    if not emails:
+        return []
+    found = conn.execute(
+        select(subscribers).where(subscribers.c.email.in_(emails)).order_by(subscribers.c.id)
+    )
+    return [_to_subscriber(row) for row in found]
 
 
 def states_of(conn: Connection, emails: Sequence[str]) -> dict[str, str]:
@@ -64,6 +75,7 @@ def insert_many(
             "created_at": now,
             "updated_at": now,
             "confirmed_at": now if state is SubscriberState.ACTIVE else None,
+            "unsubscribed_at": now if state is SubscriberState.UNSUBSCRIBED else None,
         }
         for email, name, attrs in rows
     ]
@@ -108,16 +120,16 @@ def update_pending(
     )
 
 
-def iter_all(conn: Connection, *, batch_size: int = 1000) -> Iterator[Row[tuple[object, ...]]]:
-    """Every subscriber row, in id order, fetched in batches (keyset pagination)."""
+def iter_all(
+    conn: Connection, *, batch_size: int = 1000, state: SubscriberState | None = None
+) -> Iterator[Row[tuple[object, ...]]]:
+    """Every subscriber row (or those in ``state``), in id order, fetched in batches."""
     last_id = 0
     while True:
-        batch = conn.execute(
-            select(subscribers)
-            .where(subscribers.c.id > last_id)
-            .order_by(subscribers.c.id)
-            .limit(batch_size)
-        ).all()
+        stmt = select(subscribers).where(subscribers.c.id > last_id)
+        if state is not None:
+            stmt = stmt.where(subscribers.c.state == state.value)
+        batch = conn.execute(stmt.order_by(subscribers.c.id).limit(batch_size)).all()
         if not batch:
             return
         yield from batch
@@ -127,3 +139,23 @@ def iter_all(conn: Connection, *, batch_size: int = 1000) -> Iterator[Row[tuple[
 def count_by_state(conn: Connection) -> dict[str, int]:
     rows = conn.execute(select(subscribers.c.state, func.count()).group_by(subscribers.c.state))
     return {state: count for state, count in rows}
+
+
+def claim_token(conn: Connection, token_id: str, *, now: datetime) -> bool:
+    """Record a one-time link token as used; False if it was used before (a replay)."""
+    try:
+        with conn.begin_nested():
+            conn.execute(used_tokens.insert().values(token_id=token_id, used_at=now))
+    except IntegrityError:
+        return False
+    return True
+
+
+def token_was_used(conn: Connection, token_id: str) -> bool:
+    found = conn.execute(select(used_tokens.c.token_id).where(used_tokens.c.token_id == token_id))
+    return found.first() is not None
+
+
+def forget_tokens_used_before(conn: Connection, cutoff: datetime) -> int:
+    """Drop used-token rows older than ``cutoff`` (their tokens have expired anyway)."""
+    return conn.execute(delete(used_tokens).where(used_tokens.c.used_at < cutoff)).rowcount

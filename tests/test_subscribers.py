@@ -1,0 +1,373 @@
+"""The subscriber lifecycle: states, validation, import/export, double opt-in by email."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from newsletter import app
+from newsletter.app import subscriptions
+from newsletter.app.subscriptions import Outcome
+from newsletter.errors import DeliveryError, SubscriberError, UsageError
+from newsletter.inbox import free_port
+from newsletter.models import SubscriberState
+from newsletter.store import subscribers as rows
+from newsletter.subscribers import (
+    add_subscriber,
+    export_csv,
+    import_csv,
+    list_subscribers,
+    normalize_address,
+    remove_subscriber,
+)
+from tests.smtp_servers import RecordingHandler, SmtpTestServer
+
+REPO = Path(__file__).resolve().parent.parent
+ATTR_TEMPLATES = REPO / "tests" / "render_fixtures" / "attr_tokens"
+
+Active, Pending = SubscriberState.ACTIVE, SubscriberState.PENDING
+Unsubscribed, Bounced = SubscriberState.UNSUBSCRIBED, SubscriberState.BOUNCED
+
+
+@pytest.fixture
+def ctx(make_context: Callable[..., app.Context], smtp_server: SmtpTestServer) -> app.Context:
+    return make_context(smtp={"port": smtp_server.port})
+
+
+def write_csv(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def states(ctx: app.Context) -> dict[str, str]:
+    return {email: state for email, _, state in list_subscribers(ctx.store)}
+
+
+def set_state(ctx: app.Context, email: str, state: SubscriberState) -> None:
+    with ctx.store.atomic() as conn:
+        found = rows.get_by_email(conn, email)
+        assert found is not None
+        rows.set_state(conn, found.id, state, now=ctx.clock())
+
+
+# --- addresses and states --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalized"),
+    [("  Ada@Example.ORG ", "ada@example.org"), ("zoe+news@example.com", "zoe+news@example.com")],
+)
+def test_addresses_are_normalized(raw, normalized):
+    assert normalize_address(raw) == normalized
+
+
+@pytest.mark.parametrize("raw", ["ada", "ada@", "@example.org", "a b@example.org", "ada@@x.org"])
+def test_invalid_addresses_are_one_clear_line(raw):
+    with pytest.raises(SubscriberError, match="is not a valid email address") as caught:
+        normalize_address(raw)
+    assert "\n" not in str(caught.value)
+
+
+def test_add_is_active_and_unique_whatever_the_case(ctx, clock):
+    added = add_subscriber(ctx.store, "Ada@Example.org", "Ada", now=clock())
+    assert added.state is Active and added.email == "ada@example.org"
+    with pytest.raises(SubscriberError, match=r"ada@example.org is already on the list \(active\)"):
+        add_subscriber(ctx.store, "ADA@example.org", now=clock())
+
+
+def test_an_unsubscribed_address_is_only_re_added_by_double_opt_in(ctx, clock):
+    add_subscriber(ctx.store, "ada@example.org", "Ada", now=clock())
+    assert remove_subscriber(ctx.store, "ada@example.org", now=clock()) is True
+    assert remove_subscriber(ctx.store, "ada@example.org", now=clock()) is False  # twice: fine
+
+    with pytest.raises(SubscriberError, match="unsubscribed earlier and is never re-added"):
+        add_subscriber(ctx.store, "ada@example.org", now=clock())
+    again = add_subscriber(ctx.store, "ada@example.org", now=clock(), double_opt_in=True)
+
+    assert again.state is Pending and again.name == "Ada"  # the name is kept
+
+
+def test_operator_add_activates_a_pending_address_but_not_a_bounced_one(ctx, clock):
+    add_subscriber(ctx.store, "p@example.org", now=clock(), double_opt_in=True)
+    add_subscriber(ctx.store, "b@example.org", now=clock())
+    set_state(ctx, "b@example.org", Bounced)
+
+    assert add_subscriber(ctx.store, "p@example.org", now=clock()).state is Active
+    with pytest.raises(SubscriberError, match="bounced earlier"):
+        add_subscriber(ctx.store, "b@example.org", now=clock())
+    assert add_subscriber(ctx.store, "b@example.org", now=clock(), double_opt_in=True).state is (
+        Pending
+    )
+
+
+def test_only_active_subscribers_get_the_digest(ctx, smtp_server: SmtpTestServer, clock):
+    for email in ("active@example.org", "pending@example.org", "gone@example.org"):
+        add_subscriber(ctx.store, email, now=clock(), double_opt_in=email.startswith("pending"))
+    add_subscriber(ctx.store, "bounced@example.org", now=clock())
+    set_state(ctx, "gone@example.org", Unsubscribed)
+    set_state(ctx, "bounced@example.org", Bounced)
+
+    summary = app.send_now(ctx)
+
+    assert summary.report is not None and summary.report.sent == 1
+    assert smtp_server.handler.recipients() == ["active@example.org"]
+
+
+# --- import ----------------------------------------------------------------------------
+
+
+def test_import_reports_rejected_rows_with_line_and_reason(ctx, tmp_path, clock):
+    add_subscriber(ctx.store, "old@example.org", now=clock())
+    remove_subscriber(ctx.store, "old@example.org", now=clock())
+    source = write_csv(
+        tmp_path / "list.csv",
+        "Email,Name,City\n"
+        "ada@example.org,Ada,London\n"
+        "not-an-address,Bad,Paris\n"
+        "bob@example.org,Bob\n"
+        "ADA@example.org,Ada again,Rome\n"
+        "\n"
+        "old@example.org,Old,Oslo\n"
+        '"zoe@example.com","Zoë, ""Z"" Müller","Berlin"\n',
+    )
+
+    report = import_csv(ctx.store, source, now=clock())
+
+    assert report.imported == 2
+    assert [line for line, _ in report.rejected] == [3, 4, 5, 7]
+    reasons = dict(report.rejected)
+    assert "'not-an-address' is not a valid email address" in reasons[3]
+    assert reasons[4] == "expected 3 columns, found 2"
+    assert reasons[5] == "ada@example.org repeats line 2"
+    assert "old@example.org unsubscribed earlier and is never re-added" in reasons[7]
+    assert states(ctx) == {
+        "old@example.org": "unsubscribed",  # stays out, even when re-imported
+        "ada@example.org": "active",
+        "zoe@example.com": "active",
+    }
+    with ctx.store.atomic() as conn:
+        zoe = rows.get_by_email(conn, "zoe@example.com")
+    assert zoe is not None and zoe.name == 'Zoë, "Z" Müller' and zoe.attrs == {"city": "Berlin"}
+
+
+def test_import_with_double_opt_in_is_pending(ctx, tmp_path, clock):
+    source = write_csv(tmp_path / "list.csv", "email\nada@example.org\n")
+    report = import_csv(ctx.store, source, now=clock(), double_opt_in=True)
+    assert report.imported == 1 and states(ctx) == {"ada@example.org": "pending"}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "the file is empty; expected a header line 'email,name'"),
+        ("name,city\nAda,London\n", "line 1: no 'email' column in the header"),
+    ],
+)
+def test_unusable_files_are_one_line_errors(ctx, tmp_path, clock, content, message):
+    source = write_csv(tmp_path / "list.csv", content)
+    with pytest.raises(UsageError, match=re.escape(message)):
+        import_csv(ctx.store, source, now=clock())
+
+
+def test_not_utf8_says_where_and_what_was_imported(ctx, tmp_path, clock):
+    source = tmp_path / "latin1.csv"
+    source.write_bytes(b"email,name\nada@example.org,Ada\nzoe@example.com,Zo\xeb\n")
+    with pytest.raises(UsageError, match="not UTF-8 text") as caught:
+        import_csv(ctx.store, source, now=clock())
+    assert "save the CSV as UTF-8" in str(caught.value)
+
+
+def test_missing_file_is_one_line(ctx, tmp_path, clock):
+    with pytest.raises(UsageError, match=r"missing\.csv: file not found"):
+        import_csv(ctx.store, tmp_path / "missing.csv", now=clock())
+
+
+def test_custom_columns_reach_the_templates(make_context, smtp_server, tmp_path, clock):
+    ctx = make_context(
+        smtp={"port": smtp_server.port}, digest={"templates_dir": str(ATTR_TEMPLATES)}
+    )
+    source = write_csv(
+        tmp_path / "list.csv",
+        "email,name,City\nada@example.org,Ada,London\nzoe@example.com,Zoë,Zürich & Co\n",
+    )
+    import_csv(ctx.store, source, now=clock())
+
+    app.send_now(ctx)
+
+    by_rcpt = {r.rcpt_tos[0]: r.parse() for r in smtp_server.received}
+    html_part = by_rcpt["zoe@example.com"].get_body(("html",))
+    assert html_part is not None
+    assert "Weather for Zürich &amp; Co, Zoë" in html_part.get_content()
+    ada_part = by_rcpt["ada@example.org"].get_body(("html",))
+    assert ada_part is not None and "Weather for London, Ada" in ada_part.get_content()
+
+
+def test_repeats_past_the_tracked_addresses_are_still_caught(ctx, tmp_path, clock, monkeypatch):
+    """Memory stays bounded: past the limit, the database is what catches a repeat."""
+    monkeypatch.setattr("newsletter.subscribers.MAX_TRACKED_ADDRESSES", 2)
+    monkeypatch.setattr("newsletter.subscribers.IMPORT_BATCH", 3)
+    source = write_csv(
+        tmp_path / "list.csv",
+        "email\na@example.org\nb@example.org\nc@example.org\nd@example.org\n"
+        "c@example.org\nd@example.org\nd@example.org\na@example.org\n",
+    )
+
+    report = import_csv(ctx.store, source, now=clock())
+
+    assert report.imported == 4
+    assert dict(report.rejected) == {
+        6: "c@example.org is already on the list (active)",
+        7: "d@example.org repeats line 5",
+        8: "d@example.org is already on the list (active)",
+        9: "a@example.org repeats line 2",
+    }
+
+
+# --- export ----------------------------------------------------------------------------
+
+
+def test_export_has_state_dates_and_attributes(ctx, tmp_path, clock):
+    source = write_csv(tmp_path / "in.csv", "email,name,city\nada@example.org,Ada,London\n")
+    import_csv(ctx.store, source, now=clock())
+    add_subscriber(ctx.store, "gone@example.org", now=clock())
+    clock.advance(days=1)
+    remove_subscriber(ctx.store, "gone@example.org", now=clock())
+    out = io.StringIO()
+
+    assert export_csv(ctx.store, out) == 2
+
+    exported = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert list(exported[0]) == [
+        "email",
+        "name",
+        "state",
+        "created_at",
+        "confirmed_at",
+        "unsubscribed_at",
+        "city",
+    ]
+    assert exported[0]["state"] == "active" and exported[0]["city"] == "London"
+    assert exported[0]["created_at"] == "2026-11-26T07:00:00+00:00"
+    assert exported[1]["state"] == "unsubscribed"
+    assert exported[1]["unsubscribed_at"] == "2026-11-27T07:00:00+00:00"
+
+
+def test_an_export_imports_back_and_unsubscribed_addresses_stay_out(make_context, tmp_path, clock):
+    first = make_context()
+    add_subscriber(first.store, "ada@example.org", '=HYPERLINK("http://x")', now=clock())
+    add_subscriber(first.store, "gone@example.org", "Gone", now=clock())
+    add_subscriber(first.store, "bounce@example.org", now=clock())
+    remove_subscriber(first.store, "gone@example.org", now=clock())
+    set_state(first, "bounce@example.org", Bounced)
+    exported = tmp_path / "export.csv"
+    with exported.open("w", newline="", encoding="utf-8") as handle:
+        export_csv(first.store, handle)
+    assert "'=HYPERLINK" in exported.read_text()  # no formula when opened in a spreadsheet
+    (tmp_path / "newsletter.db").rename(tmp_path / "first.db")
+    second = make_context(store={"url": f"sqlite:///{tmp_path / 'second.db'}"})
+
+    report = import_csv(second.store, exported, now=clock())
+
+    assert (report.imported, report.kept_out, report.rejected) == (1, 2, [])
+    assert states(second) == {
+        "ada@example.org": "active",
+        "gone@example.org": "unsubscribed",
+        "bounce@example.org": "bounced",
+    }
+    with second.store.atomic() as conn:
+        ada = rows.get_by_email(conn, "ada@example.org")
+    assert ada is not None and ada.name == '=HYPERLINK("http://x")' and ada.attrs == {}
+
+
+def test_an_unknown_state_column_value_is_rejected(ctx, tmp_path, clock):
+    source = write_csv(tmp_path / "in.csv", "email,state\nada@example.org,sleeping\n")
+    report = import_csv(ctx.store, source, now=clock())
+    assert report.rejected == [
+        (2, "unknown state 'sleeping' (expected one of pending, active, unsubscribed, bounced)")
+    ]
+
+
+# --- double opt-in by email ------------------------------------------------------------
+
+
+def confirm_token(text: str) -> str:
+    found = re.search(r"https://news\.example\.org/confirm/(\S+)", text)
+    assert found is not None, "no confirmation link"
+    return found.group(1)
+
+
+def plain(received) -> str:
+    part = received.parse().get_body(("plain",))
+    assert part is not None
+    return str(part.get_content())
+
+
+def test_add_with_double_opt_in_mails_a_link_that_confirms(ctx, smtp_server, clock):
+    added = subscriptions.add(ctx, "ada@example.org", "Ada", double_opt_in=True)
+
+    assert added.state is Pending
+    [mail] = smtp_server.received
+    assert mail.rcpt_tos == ["ada@example.org"]
+    result = subscriptions.confirm(ctx, confirm_token(plain(mail)))
+    assert result.outcome is Outcome.DONE and result.subscriber.state is Active
+
+
+def test_add_with_double_opt_in_fails_fast_when_smtp_is_down(make_context, clock):
+    ctx = make_context(smtp={"port": free_port(), "timeout": 2})
+    with pytest.raises(DeliveryError, match="cannot connect to the SMTP server"):
+        subscriptions.add(ctx, "ada@example.org", double_opt_in=True)
+    assert states(ctx) == {}  # nothing was added
+
+
+def test_import_with_double_opt_in_mails_everyone_over_one_connection(
+    make_context, tmp_path, clock, monkeypatch
+):
+    monkeypatch.setattr("newsletter.subscribers.IMPORT_BATCH", 50)  # several batches
+    with SmtpTestServer() as server:
+        ctx = make_context(smtp={"port": server.port, "reconnect_after": 10_000})
+        lines = "".join(f"user{i}@example.org,User {i}\n" for i in range(123))
+        source = write_csv(tmp_path / "list.csv", "email,name\n" + lines + "user7@example.org,x\n")
+        probes = server.handler.sessions  # aiosmtpd connects once to see it is up
+
+        report, mailed = subscriptions.import_subscribers(ctx, source, double_opt_in=True)
+
+        assert report.imported == 123 and len(report.rejected) == 1
+        assert mailed is not None and (mailed.sent, mailed.failed, mailed.unsent) == (123, [], 0)
+        assert len(server.received) == 123 and server.handler.sessions - probes == 1
+        assert sorted(server.handler.recipients()) == sorted(
+            f"user{i}@example.org" for i in range(123)
+        )
+        assert states(ctx)["user122@example.org"] == "pending"
+
+
+def test_confirmation_emails_reconnect_and_report_refusals(make_context, tmp_path, clock):
+    def refuse(address: str, attempt: int) -> str | None:
+        return "550 5.1.1 no such user" if address == "nobody@example.org" else None
+
+    with SmtpTestServer(RecordingHandler(rcpt_reply=refuse)) as server:
+        ctx = make_context(smtp={"port": server.port, "reconnect_after": 2})
+        source = write_csv(
+            tmp_path / "list.csv",
+            "email\na@example.org\nnobody@example.org\nb@example.org\nc@example.org\n",
+        )
+
+        probes = server.handler.sessions
+
+        _, mailed = subscriptions.import_subscribers(ctx, source, double_opt_in=True)
+
+        assert mailed is not None and mailed.sent == 3
+        assert mailed.failed == [("nobody@example.org", "550 5.1.1 no such user")]
+        assert server.handler.sessions - probes == 2  # a fresh connection after every 2 messages
+
+
+def test_import_with_double_opt_in_fails_fast_when_smtp_is_down(make_context, tmp_path, clock):
+    ctx = make_context(smtp={"port": free_port(), "timeout": 2})
+    source = write_csv(tmp_path / "list.csv", "email\nada@example.org\n")
+    with pytest.raises(DeliveryError):
+        subscriptions.import_subscribers(ctx, source, double_opt_in=True)
+    assert states(ctx) == {}
