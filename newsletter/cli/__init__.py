@@ -10,6 +10,7 @@ from newsletter import __version__
 from newsletter.cli.base import CliState, run_guarded
 from newsletter.cli.schedule import run, show_schedule
 from newsletter.cli.send import demo, inbox, preview, send_now, status
+from newsletter.cli.serve import serve
 from newsletter.cli.sources import sources
 from newsletter.cli.subscribers import subscribers
 
@@ -41,6 +42,7 @@ def cli(ctx: click.Context, config_path: str | None, verbose: bool, quiet: bool)
 
 for command in (demo, send_now, preview, status, inbox, subscribers, sources, run, show_schedule):
     cli.add_command(command)
+cli.add_command(serve)
 
 
 def main() -> None:

@@ -1,0 +1,103 @@
+"""``newsletter serve``: the local web app (preview, archive, unsubscribe, subscribe) on uvicorn."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+import socket
+from types import FrameType
+
+import click
+import uvicorn
+
+from newsletter.cli.base import CliState, pass_state
+from newsletter.config import WebSettings
+from newsletter.errors import UsageError
+from newsletter.web import create_app
+
+log = logging.getLogger(__name__)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind now, so a busy port is one clear line instead of a server log."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UsageError(f"cannot listen on {host}:{port}: unknown host ({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        hint = " (choose another with --port)" if exc.errno in (98, 48) else ""
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}{hint}") from None
+    return sock
+
+
+@click.command()
+@click.option("--host", help="Address to listen on. Default: [web] host (127.0.0.1).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Port. Default: [web] port (8000).")
+@pass_state
+def serve(state: CliState, host: str | None, port: int | None) -> None:
+    """Run the web app: preview the next digest, the archive, and the subscribers' pages.
+
+    It listens on loopback unless told otherwise. The preview reloads by itself when a
+    template, an article or the config file changes. Ctrl-C stops it.
+    """
+    settings = state.settings
+    host = host or settings.web.host
+    port = settings.web.port if port is None else port
+    default_secret = WebSettings.model_fields["secret"].default.get_secret_value()
+    if settings.web.secret.get_secret_value() == default_secret:
+        click.echo(
+            "warning: [web] secret is the built-in default: anyone can forge unsubscribe and "
+            "confirm links; set it (or NEWSLETTER_WEB__SECRET) to a long random string",
+            err=True,
+        )
+    if not _is_loopback(host):
+        click.echo(
+            f"warning: listening on {host}: the preview of unsent digests is readable by anyone "
+            "who can reach it; put it behind a proxy that restricts /preview",
+            err=True,
+        )
+    app = create_app(state.context())
+    sock = _listen(host, port)
+    bound_port = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"serving on http://{shown}:{bound_port}/  (preview: /preview); Ctrl-C to stop")
+    verbose = logging.getLogger("newsletter").getEffectiveLevel() <= logging.DEBUG
+    config = uvicorn.Config(
+        app,
+        log_config=None,  # keep the logging configured by the CLI
+        log_level="info" if verbose else "warning",
+        access_log=verbose,
+        lifespan="off",
+        # X-Forwarded-For is trusted from 127.0.0.1 only (a local reverse proxy), so the
+        # subscribe rate limit counts the real client behind such a proxy.
+        proxy_headers=True,
+    )
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again for the
+    # previous handler: this one, so that stopping the server is a normal exit.
+    previous = {sig: signal.signal(sig, _note_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    click.echo("stopped")
+
+
+def _note_stop(signum: int, frame: FrameType | None) -> None:
+    log.debug("%s after the server stopped", signal.Signals(signum).name)
