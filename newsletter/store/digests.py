@@ -204,6 +204,31 @@ def recent_digests(
     return [_to_stored(row) for row in conn.execute(stmt)]
 
 
+@dataclass(frozen=True)
+class DigestSummary:
+    """A digest without its bodies: enough for lists."""
+
+    id: int
+    slot: str | None
+    subject: str
+    preheader: str
+    state: DigestState
+    created_at: datetime
+    finished_at: datetime | None
+
+
+def list_digests(conn: Connection, *, sent_only: bool = False) -> list[DigestSummary]:
+    """Every digest, newest first, without loading the rendered bodies."""
+    columns = [getattr(digests.c, name) for name in DigestSummary.__dataclass_fields__]
+    stmt = select(*columns).order_by(digests.c.id.desc())
+    if sent_only:
+        stmt = stmt.where(digests.c.state == DigestState.SENT.value)
+    return [
+        DigestSummary(**{**row._mapping, "state": DigestState(row.state)})
+        for row in conn.execute(stmt)
+    ]
+
+
 def delivery_counts(conn: Connection, digest_ids: Sequence[int]) -> dict[int, dict[str, int]]:
     """Per digest, how many deliveries are in each state."""
     counts: dict[int, dict[str, int]] = {i: {} for i in digest_ids}

@@ -17,12 +17,11 @@ from newsletter.web.pages import Pages, email_response
 
 # Personal fields in archived digests: nobody in particular.
 NEUTRAL_VALUES = {"name": "reader", "email": "", "unsubscribe_url": "#"}
-ARCHIVE_LIMIT = 200  # newest sent digests listed
 
 
-def _sent(ctx: app.Context) -> list[digest_rows.StoredDigest]:
+def _sent(ctx: app.Context) -> list[digest_rows.DigestSummary]:
     with ctx.store.atomic() as conn:
-        return digest_rows.recent_digests(conn, limit=ARCHIVE_LIMIT, sent_only=True)
+        return digest_rows.list_digests(conn, sent_only=True)
 
 
 def _one(ctx: app.Context, digest_id: int) -> tuple[digest_rows.StoredDigest, str]:
@@ -37,7 +36,7 @@ def _one(ctx: app.Context, digest_id: int) -> tuple[digest_rows.StoredDigest, st
 def routes(ctx: app.Context, pages: Pages) -> list[Route]:
     async def listing(request: Request) -> Response:
         digests = await run_in_threadpool(_sent, ctx)
-        return pages.render(request, "archive", digests=digests, limit=ARCHIVE_LIMIT)
+        return pages.render(request, "archive", digests=digests)
 
     async def page(request: Request) -> Response:
         digest, html = await run_in_threadpool(_one, ctx, request.path_params["digest_id"])
