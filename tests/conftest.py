@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Any
 import pytest
 
 from newsletter.app import Context
+from newsletter.cli import cli
+from newsletter.cli.base import run_guarded
 from newsletter.config import Settings, load_settings
 from tests.smtp_servers import SmtpTestServer
 
@@ -42,6 +45,41 @@ def smtp_server() -> Iterator[SmtpTestServer]:
 
 
 SettingsFactory = Callable[..., Settings]
+Run = Callable[..., tuple[int, str, str]]
+
+
+def clear_newsletter_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never see the developer's own NEWSLETTER_* settings."""
+    for name in list(os.environ):
+        if name.startswith("NEWSLETTER_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str]) -> Run:
+    """Run the CLI as the console script does: ``code, stdout, stderr = run("send-now")``."""
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        code = run_guarded(cli, list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return invoke
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, smtp_server: SmtpTestServer) -> Path:
+    """Point every CLI setting at tmp_path and the test SMTP server, through the environment."""
+    clear_newsletter_env(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NEWSLETTER_STORE__URL", f"sqlite:///{tmp_path / 'news.db'}")
+    monkeypatch.setenv("NEWSLETTER_SMTP__PORT", str(smtp_server.port))
+    monkeypatch.setenv("NEWSLETTER_SOURCES__ARTICLES_DIR", str(SEEDS))
+    monkeypatch.setenv("NEWSLETTER_DIGEST__MAX_AGE_DAYS", "36500")
+    monkeypatch.setenv("NEWSLETTER_WEB__SECRET", "cli-test-secret-0123456789")
+    monkeypatch.setenv("NEWSLETTER_WEB__BASE_URL", "https://news.example.org")
+    monkeypatch.setenv("NEWSLETTER_LOGGING__LEVEL", "WARNING")
+    return tmp_path
 
 
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -57,9 +95,7 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture
 def make_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SettingsFactory:
     """``make_settings(smtp={"port": 1025}, digest={...})``: defaults pointed at tmp_path."""
-    for name in list(__import__("os").environ):
-        if name.startswith("NEWSLETTER_"):
-            monkeypatch.delenv(name)
+    clear_newsletter_env(monkeypatch)
 
     def factory(**overrides: Any) -> Settings:
         base = {

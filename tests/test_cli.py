@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -12,41 +11,10 @@ import pytest
 
 from newsletter import __version__
 from newsletter.cli import cli
-from newsletter.cli.base import run_guarded
 from newsletter.config import load_settings
 from newsletter.store import Store, outbox
-from tests.conftest import SEEDS
+from tests.conftest import SEEDS, Run
 from tests.smtp_servers import SmtpTestServer
-
-Run = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Run:
-    def invoke(*args: str) -> tuple[int, str, str]:
-        code = run_guarded(cli, list(args))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
-
-
-@pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, smtp_server: SmtpTestServer) -> Path:
-    """Point every setting at tmp_path and the test SMTP server, through the environment."""
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("NEWSLETTER_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("NEWSLETTER_STORE__URL", f"sqlite:///{tmp_path / 'news.db'}")
-    monkeypatch.setenv("NEWSLETTER_SMTP__PORT", str(smtp_server.port))
-    monkeypatch.setenv("NEWSLETTER_SOURCES__ARTICLES_DIR", str(SEEDS))
-    monkeypatch.setenv("NEWSLETTER_DIGEST__MAX_AGE_DAYS", "36500")
-    monkeypatch.setenv("NEWSLETTER_WEB__SECRET", "cli-test-secret-0123456789")
-    monkeypatch.setenv("NEWSLETTER_LOGGING__LEVEL", "WARNING")
-    return tmp_path
 
 
 def _all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

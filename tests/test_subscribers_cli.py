@@ -4,43 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from newsletter.cli import cli
-from newsletter.cli.base import run_guarded
-from tests.conftest import SEEDS
+from tests.conftest import Run
 from tests.smtp_servers import SmtpTestServer
-
-Run = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Run:
-    def invoke(*args: str) -> tuple[int, str, str]:
-        code = run_guarded(cli, list(args))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
-
-
-@pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, smtp_server: SmtpTestServer) -> Path:
-    for name in list(os.environ):
-        if name.startswith("NEWSLETTER_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("NEWSLETTER_STORE__URL", f"sqlite:///{tmp_path / 'news.db'}")
-    monkeypatch.setenv("NEWSLETTER_SMTP__PORT", str(smtp_server.port))
-    monkeypatch.setenv("NEWSLETTER_SOURCES__ARTICLES_DIR", str(SEEDS))
-    monkeypatch.setenv("NEWSLETTER_WEB__SECRET", "cli-test-secret-0123456789")
-    monkeypatch.setenv("NEWSLETTER_WEB__BASE_URL", "https://news.example.org")
-    monkeypatch.setenv("NEWSLETTER_LOGGING__LEVEL", "WARNING")
-    return tmp_path
 
 
 def test_add_list_remove(run: Run, env: Path):
