@@ -1,21 +1,26 @@
 """The outbox: one delivery row per recipient per digest, moved pending -> sending -> sent/failed.
 
-Rows are claimed in small chunks (``pending -> sending``) and committed before any SMTP
-transaction starts; results are committed in batches right after. A crash can therefore only
-leave the claimed, not-yet-recorded rows in ``sending``: those are the only possible duplicates.
+Rows are claimed (``pending -> sending``) and committed before any SMTP transaction starts;
+outcomes are committed in batches soon after. A crash can therefore only leave claimed,
+not-yet-recorded rows in ``sending``: those are the only possible duplicates (see
+:mod:`newsletter.delivery.engine` for the bound). Everything here works on ids and batches,
+never on a whole list in memory.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from sqlalchemy import Connection, bindparam, func, insert, literal, select, update
+from sqlalchemy.sql.elements import BindParameter
 
 from newsletter.models import DeliveryState, Recipient, SubscriberState
 from newsletter.store.schema import deliveries, subscribers
+
+_IN_LIMIT = 500
 
 
 def create_outbox(conn: Connection, digest_id: int, *, now: datetime) -> int:
@@ -67,7 +72,10 @@ def skip_inactive(conn: Connection, digest_id: int, *, now: datetime) -> int:
 def fetch_due(
     conn: Connection, digest_id: int, *, now: datetime, after_id: int, limit: int
 ) -> list[Recipient]:
-    """Pending rows due now with id > ``after_id``, joined with their subscriber, in id order."""
+    """Pending rows due now with id > ``after_id`` whose subscriber is active, in id order.
+
+    Rows of subscribers who left stay pending here; ``skip_inactive`` settles them.
+    """
     rows = conn.execute(
         select(
             deliveries.c.id,
@@ -83,40 +91,103 @@ def fetch_due(
             deliveries.c.state == DeliveryState.PENDING.value,
             deliveries.c.id > after_id,
             (deliveries.c.next_attempt_at.is_(None)) | (deliveries.c.next_attempt_at <= now),
+            subscribers.c.state == SubscriberState.ACTIVE.value,
         )
         .order_by(deliveries.c.id)
         .limit(limit)
     )
     return [
         Recipient(
-            delivery_id=row.id,
-            subscriber_id=row.subscriber_id,
-            email=row.email,
-            name=row.name,
-            attrs=json.loads(row.attrs or "{}"),
-            attempts=row.attempts,
+            delivery_id=delivery_id,
+            subscriber_id=subscriber_id,
+            email=email,
+            name=name,
+            attrs=json.loads(attrs) if attrs and attrs != "{}" else {},
+            attempts=attempts,
         )
-        for row in rows
+        for delivery_id, subscriber_id, attempts, email, name, attrs in rows
     ]
+
+
+def _chunks(ids: Sequence[int]) -> Iterator[list[int]]:
+    """Slices small enough for an ``IN (...)`` on every backend (SQLite caps bound values)."""
+    for start in range(0, len(ids), _IN_LIMIT):
+        yield list(ids[start : start + _IN_LIMIT])
+
+
+# The hot statements are built once: per call only their parameters change.
+_IDS: BindParameter[list[int]] = bindparam("b_ids", expanding=True)
+_NOW = bindparam("b_now", type_=deliveries.c.updated_at.type)
+_CLAIM = (
+    update(deliveries)
+    .where(deliveries.c.id.in_(_IDS), deliveries.c.state == DeliveryState.PENDING.value)
+    .values(state=DeliveryState.SENDING.value, updated_at=_NOW)
+)
+_CLAIMED = select(deliveries.c.id).where(
+    deliveries.c.id.in_(_IDS),
+    deliveries.c.state == DeliveryState.SENDING.value,
+    deliveries.c.updated_at == _NOW,
+)
+_RELEASE = (
+    update(deliveries)
+    .where(deliveries.c.id.in_(_IDS), deliveries.c.state == DeliveryState.SENDING.value)
+    .values(state=DeliveryState.PENDING.value, updated_at=_NOW)
+)
+_SENT_EACH = (
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("b_id"))
+    .values(
+        state=DeliveryState.SENT.value,
+        attempts=bindparam("b_attempts"),
+        message_id=bindparam("b_message_id"),
+    )
+)
+_SENT_ALL = (
+    update(deliveries)
+    .where(deliveries.c.id.in_(_IDS))
+    .values(
+        sent_at=bindparam("b_sent_at", type_=deliveries.c.sent_at.type),
+        updated_at=_NOW,
+        last_error=None,
+        next_attempt_at=None,
+    )
+)
+_OTHER_EACH = (
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("b_id"))
+    .values(
+        state=bindparam("b_state"),
+        attempts=bindparam("b_attempts"),
+        last_error=bindparam("b_error"),
+        next_attempt_at=bindparam("b_next", type_=deliveries.c.next_attempt_at.type),
+        updated_at=bindparam("b_updated", type_=deliveries.c.updated_at.type),
+    )
+)
 
 
 def claim(conn: Connection, delivery_ids: Sequence[int], *, now: datetime) -> set[int]:
     """Move rows pending -> sending; returns the ids this call claimed (others raced us)."""
-    conn.execute(
-        update(deliveries)
-        .where(deliveries.c.id.in_(delivery_ids), deliveries.c.state == DeliveryState.PENDING.value)
-        .values(state=DeliveryState.SENDING.value, updated_at=now)
+    moved = sum(
+        conn.execute(_CLAIM, {"b_ids": chunk, "b_now": now}).rowcount
+        for chunk in _chunks(delivery_ids)
     )
-    claimed = conn.execute(
-        select(deliveries.c.id).where(
-            deliveries.c.id.in_(delivery_ids), deliveries.c.state == DeliveryState.SENDING.value
-        )
-    ).scalars()
-    return set(claimed)
+    if moved == len(delivery_ids):  # the usual case: the send lock keeps others away
+        return set(delivery_ids)
+    claimed: set[int] = set()
+    for chunk in _chunks(delivery_ids):
+        claimed.update(conn.execute(_CLAIMED, {"b_ids": chunk, "b_now": now}).scalars())
+    return claimed
 
 
-@dataclass(frozen=True)
-class Outcome:
+def release(conn: Connection, delivery_ids: Sequence[int], *, now: datetime) -> int:
+    """Claimed rows that were not tried go back to pending, attempts and errors unchanged."""
+    return sum(
+        conn.execute(_RELEASE, {"b_ids": chunk, "b_now": now}).rowcount
+        for chunk in _chunks(delivery_ids)
+    )
+
+
+class Outcome(NamedTuple):
     """What happened to one delivery's SMTP transaction."""
 
     delivery_id: int
@@ -128,37 +199,38 @@ class Outcome:
 
 
 def record(conn: Connection, outcomes: Sequence[Outcome], *, now: datetime) -> None:
-    """Write many outcomes in one statement (executemany)."""
-    if not outcomes:
-        return
-    stmt = (
-        update(deliveries)
-        .where(deliveries.c.id == bindparam("b_id"))
-        .values(
-            state=bindparam("b_state"),
-            attempts=bindparam("b_attempts"),
-            last_error=bindparam("b_error"),
-            message_id=bindparam("b_message_id"),
-            next_attempt_at=bindparam("b_next", type_=deliveries.c.next_attempt_at.type),
-            sent_at=bindparam("b_sent_at", type_=deliveries.c.sent_at.type),
-            updated_at=now,
+    """Write many outcomes: executemany for the per-row values, one UPDATE for the shared ones.
+
+    Successes (nearly all rows) carry only id, attempts and Message-ID per row; their
+    timestamps are set for the whole batch at once, which keeps this cheap per message.
+    """
+    sent = [o for o in outcomes if o.state is DeliveryState.SENT]
+    if sent:
+        conn.execute(
+            _SENT_EACH,
+            [
+                {"b_id": o.delivery_id, "b_attempts": o.attempts, "b_message_id": o.message_id}
+                for o in sent
+            ],
         )
-    )
-    conn.execute(
-        stmt,
-        [
-            {
-                "b_id": o.delivery_id,
-                "b_state": o.state.value,
-                "b_attempts": o.attempts,
-                "b_error": o.error,
-                "b_message_id": o.message_id,
-                "b_next": o.next_attempt_at,
-                "b_sent_at": now if o.state is DeliveryState.SENT else None,
-            }
-            for o in outcomes
-        ],
-    )
+        for chunk in _chunks([o.delivery_id for o in sent]):
+            conn.execute(_SENT_ALL, {"b_ids": chunk, "b_sent_at": now, "b_now": now})
+    other = [o for o in outcomes if o.state is not DeliveryState.SENT]
+    if other:
+        conn.execute(
+            _OTHER_EACH,
+            [
+                {
+                    "b_id": o.delivery_id,
+                    "b_state": o.state.value,
+                    "b_attempts": o.attempts,
+                    "b_error": o.error,
+                    "b_next": o.next_attempt_at,
+                    "b_updated": now,
+                }
+                for o in other
+            ],
+        )
 
 
 def counts(conn: Connection, digest_id: int) -> dict[str, int]:
@@ -172,14 +244,21 @@ def counts(conn: Connection, digest_id: int) -> dict[str, int]:
 
 def next_retry_at(conn: Connection, digest_id: int) -> datetime | None:
     """When the earliest pending row becomes due (None: no pending rows are left)."""
-    row = conn.execute(
-        select(func.count(), func.min(deliveries.c.next_attempt_at)).where(
+    pending, scheduled, earliest = conn.execute(
+        select(
+            func.count(),
+            func.count(deliveries.c.next_attempt_at),
+            func.min(deliveries.c.next_attempt_at),
+        ).where(
             deliveries.c.digest_id == digest_id, deliveries.c.state == DeliveryState.PENDING.value
         )
     ).one()
-    if not row[0]:
+    if not pending:
         return None
-    return row[1] or datetime.min.replace(tzinfo=UTC)
+    if scheduled < pending or earliest is None:  # some row has no retry time: due now
+        return datetime.min.replace(tzinfo=UTC)
+    when: datetime = earliest
+    return when
 
 
 def has_pending(conn: Connection, digest_id: int) -> bool:
