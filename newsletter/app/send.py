@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import smtplib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -55,15 +56,23 @@ class _SendLock:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.owner = locks.process_owner()
+        # Unique per send, so that a second send in the same process (the scheduler and the
+        # web app, two threads) is refused like one from another process.
+        self.owner = f"{locks.process_owner()}:{secrets.token_hex(4)}"
         self.refreshed_at = ctx.clock()
 
     def refresh(self) -> None:
+        """Extend the lease now and then; ``SendInProgress`` if another process took it."""
         now = self.ctx.clock()
         if now - self.refreshed_at < LOCK_REFRESH:
             return
         with self.ctx.store.atomic() as conn:
-            locks.refresh(conn, locks.SEND_LOCK, self.owner, now=now, ttl=LOCK_TTL)
+            held = locks.refresh(conn, locks.SEND_LOCK, self.owner, now=now, ttl=LOCK_TTL)
+        if not held:
+            raise SendInProgress(
+                "another process took over the send lock (this one stalled for longer than "
+                f"{LOCK_TTL.total_seconds():.0f} s); stopped so that nobody gets the digest twice"
+            )
         self.refreshed_at = now
 
 
@@ -84,6 +93,14 @@ def send_lock(ctx: Context) -> Iterator[_SendLock]:
             locks.release(conn, locks.SEND_LOCK, lock.owner)
 
 
+def dkim_signer(ctx: Context) -> Callable[[bytes], bytes] | None:
+    """The configured DKIM signer, or None; ``ConfigError`` if the key is unusable."""
+    return make_signer(
+        ctx.settings.dkim,
+        default_domain=str(ctx.settings.newsletter.from_address).rpartition("@")[2],
+    )
+
+
 def prepare_message(ctx: Context, digest: digest_rows.StoredDigest) -> PreparedMessage:
     """The digest's MIME message with holes for the personal fields (built once per send)."""
     return PreparedMessage(
@@ -94,10 +111,7 @@ def prepare_message(ctx: Context, digest: digest_rows.StoredDigest) -> PreparedM
         tokens=TokenSet(nonce=digest.token_nonce),
         settings=ctx.settings,
         unsubscribe_url=lambda r: ctx.unsubscribe_url(r.subscriber_id),
-        dkim_sign=make_signer(
-            ctx.settings.dkim,
-            default_domain=str(ctx.settings.newsletter.from_address).rpartition("@")[2],
-        ),
+        dkim_sign=dkim_signer(ctx),
     )
 
 
@@ -113,7 +127,9 @@ def deliver_digest(
     """Run the outbox of one digest to the end (or to a stop or pause) and record its state."""
     with ctx.store.atomic() as conn:
         digest = digest_rows.get_digest(conn, digest_id)
-    assert digest is not None, f"digest {digest_id} vanished"
+        assert digest is not None, f"digest {digest_id} vanished"
+        if digest.state is DigestState.PAUSED:
+            digest_rows.set_digest_state(conn, digest_id, DigestState.SENDING, now=ctx.clock())
     engine = DeliveryEngine(
         ctx.store,
         ctx.settings.smtp,
@@ -163,7 +179,10 @@ def send_now(
                 summary.skipped_reason = "no new articles since the last digest"
         if not unfinished and upcoming is None:
             return summary
-        connection: smtplib.SMTP | None = connect(ctx.settings.smtp)  # fail fast, rows untouched
+        # Fail fast, before any row is touched: a bad DKIM key, an unreachable server, a
+        # refused login each stop the send here with one line saying what to check.
+        dkim_signer(ctx)
+        connection: smtplib.SMTP | None = connect(ctx.settings.smtp)
         try:
             for digest_id in unfinished:
                 log.info("resuming unfinished digest %s", digest_id)

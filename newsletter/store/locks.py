@@ -20,7 +20,9 @@ def process_owner() -> str:
 
 
 def _owner_is_dead(owner: str) -> bool:
-    host, _, pid = owner.rpartition(":")
+    """True if ``owner`` (``host:pid`` or ``host:pid:tag``) is a process gone from this host."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
     if host != socket.gethostname() or not pid.isdigit():
         return False
     try:
