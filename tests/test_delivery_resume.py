@@ -1,0 +1,332 @@
+"""Resume after any stop: SIGKILL mid-send, a clean stop (Ctrl-C/SIGTERM), a crash, a lost lock.
+
+The guarantee: nobody already ``sent`` gets the digest again and nobody is missed; the only
+possible duplicates are the rows caught in ``sending``, at most 2 * connections * claim_batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiosmtpd.smtp import SMTP as SMTPServer
+from aiosmtpd.smtp import Envelope, Session
+from sqlalchemy import select, update
+
+from newsletter import app
+from newsletter.app import Context
+from newsletter.config import load_settings
+from newsletter.errors import SendInProgress
+from newsletter.message import PreparedMessage
+from newsletter.models import Recipient, SubscriberState
+from newsletter.store import subscribers as subscriber_rows
+from newsletter.store.schema import deliveries, digests, locks, subscribers
+from newsletter.subscribers import import_csv
+from tests.conftest import REPO, SEEDS
+from tests.smtp_servers import RecordingHandler, SmtpTestServer
+
+CONNECTIONS = 2
+CLAIM_BATCH = 16
+
+
+@dataclass
+class PacedHandler(RecordingHandler):
+    """Accepts everything, a little slowly, and can run a hook after the n-th message."""
+
+    delay: float = 0.0
+    after: dict[int, threading.Event] = field(default_factory=dict)  # n -> event to set
+
+    async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        reply = await super().handle_DATA(server, session, envelope)
+        with self.lock:
+            event = self.after.get(len(self.received))
+        if event is not None:
+            event.set()
+        return reply
+
+
+def emails_by_state(ctx: Context) -> dict[str, set[str]]:
+    with ctx.store.atomic() as conn:
+        rows = conn.execute(
+            select(subscribers.c.email, deliveries.c.state).join(
+                subscribers, subscribers.c.id == deliveries.c.subscriber_id
+            )
+        ).all()
+    found: dict[str, set[str]] = {}
+    for email, state in rows:
+        found.setdefault(state, set()).add(email)
+    return found
+
+
+def add_readers(ctx: Context, count: int) -> list[str]:
+    emails = [f"reader{i:05d}@example.org" for i in range(count)]
+    with ctx.store.atomic() as conn:
+        subscriber_rows.insert_many(
+            conn,
+            [(e, f"Reader {i}", {}) for i, e in enumerate(emails)],
+            state=SubscriberState.ACTIVE,
+            now=ctx.clock(),
+        )
+    return emails
+
+
+@dataclass
+class CliSend:
+    """``newsletter send-now`` in a child process, against a real server, on a shared DB."""
+
+    config: Path
+    ctx: Context
+    handler: PacedHandler
+    count: int
+
+    @property
+    def everyone(self) -> set[str]:
+        return {f"reader{i:05d}@example.org" for i in range(self.count)}
+
+    def start(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "newsletter", "--config", str(self.config), "send-now"],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
+    def signal_at(self, child: subprocess.Popen[bytes], share: float, signum: int) -> int:
+        """Send ``signum`` once the server has received ``share`` of the list; the exit code."""
+        try:
+            deadline = time.monotonic() + 60
+            while len(self.handler.received) < self.count * share:
+                assert child.poll() is None, child.stderr.read() if child.stderr else ""
+                assert time.monotonic() < deadline, "the send never got going"
+                time.sleep(0.01)  # polling the server's count, not timing the test
+            child.send_signal(signum)
+            return child.wait(timeout=30)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+
+
+@pytest.fixture
+def cli_send(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliSend]:
+    for name in list(os.environ):
+        if name.startswith("NEWSLETTER_"):
+            monkeypatch.delenv(name)
+    count = 2000
+    handler = PacedHandler(delay=0.002)  # aiosmtpd, a little slow: the signal lands mid-send
+    with SmtpTestServer(handler) as server:
+        config = tmp_path / "newsletter.toml"
+        config.write_text(
+            f"""
+[smtp]
+port = {server.port}
+connections = {CONNECTIONS}
+claim_batch = {CLAIM_BATCH}
+retry_base_seconds = 0.01
+
+[store]
+url = "sqlite:///{tmp_path / "newsletter.db"}"
+
+[sources]
+articles_dir = "{SEEDS}"
+
+[digest]
+max_age_days = 36500
+
+[web]
+secret = "test-secret-0123456789abcdef"
+""",
+            encoding="utf-8",
+        )
+        ctx = Context.open(load_settings(config))
+        try:
+            people = tmp_path / "people.csv"
+            people.write_text(
+                "email,name\n"
+                + "".join(f"reader{i:05d}@example.org,R {i}\n" for i in range(count)),
+                encoding="utf-8",
+            )
+            assert import_csv(ctx.store, people, now=ctx.clock()).imported == count
+            yield CliSend(config, ctx, handler, count)
+        finally:
+            ctx.close()
+
+
+def test_sigkill_mid_send_then_resume_misses_nobody_and_repeats_only_sending_rows(
+    cli_send: CliSend,
+):
+    ctx, handler = cli_send.ctx, cli_send.handler
+
+    code = cli_send.signal_at(cli_send.start(), 0.3, signal.SIGKILL)
+
+    assert code == -signal.SIGKILL
+    assert len(handler.received) < cli_send.count, "the kill landed after the send had finished"
+    states = emails_by_state(ctx)
+    in_flight = states.get("sending", set())
+    assert len(in_flight) <= CONNECTIONS * CLAIM_BATCH * 2
+    assert states.get("sent"), "outcomes are committed while sending"
+
+    summary = app.send_now(ctx)  # the next run finishes the unfinished digest first
+
+    assert [r.released_in_flight for r in summary.resumed] == [len(in_flight)]
+    assert summary.resumed[0].counts == {"sent": cli_send.count}
+    received = Counter(handler.recipients())
+    assert set(received) == cli_send.everyone
+    assert {email for email, n in received.items() if n > 1} <= in_flight
+    assert max(received.values()) <= 2
+
+
+def test_sigterm_stops_cleanly_after_the_messages_in_flight(cli_send: CliSend):
+    ctx, handler = cli_send.ctx, cli_send.handler
+    child = cli_send.start()
+
+    code = cli_send.signal_at(child, 0.3, signal.SIGTERM)
+
+    assert code == 0
+    assert child.stdout is not None and child.stderr is not None
+    out, err = child.stdout.read().decode(), child.stderr.read().decode()
+    assert "SIGTERM: stopping after the messages in flight" in err
+    assert "stopped early (resumable with send-now)" in out
+    states = emails_by_state(ctx)
+    assert "sending" not in states
+    assert states["sent"] == set(handler.recipients())  # recorded exactly what arrived
+
+    summary = app.send_now(ctx)
+
+    assert summary.resumed[0].released_in_flight == 0
+    assert summary.resumed[0].counts == {"sent": cli_send.count}
+    assert Counter(handler.recipients()) == Counter(cli_send.everyone)  # nobody twice
+
+
+def test_a_stop_finishes_in_flight_messages_and_the_next_run_sends_the_rest(make_context):
+    stop = threading.Event()
+    handler = PacedHandler(after={25: stop})  # the 25th accepted message "presses Ctrl-C"
+    with SmtpTestServer(handler) as server:
+        ctx = make_context(smtp={"port": server.port, "connections": 2, "claim_batch": 4})
+        everyone = add_readers(ctx, 100)
+
+        first = app.send_now(ctx, stop=stop)
+
+        assert first.interrupted and first.report is not None
+        states = emails_by_state(ctx)
+        assert "sending" not in states  # a clean stop leaves nothing in flight
+        assert states["sent"] == set(handler.recipients())  # recorded exactly what arrived
+        # Only the messages in flight when the stop came were finished after it.
+        assert 25 <= len(states["sent"]) <= 25 + 2
+        assert first.report.counts == {
+            "sent": len(states["sent"]),
+            "pending": 100 - len(states["sent"]),
+        }
+
+        second = app.send_now(ctx)
+
+    assert not second.interrupted and [r.counts for r in second.resumed] == [{"sent": 100}]
+    assert second.resumed[0].released_in_flight == 0
+    assert Counter(handler.recipients()) == Counter(everyone)  # nobody twice, nobody missed
+
+
+def test_a_bug_while_personalizing_stops_the_send_without_leaving_rows_in_flight(
+    make_context, monkeypatch: pytest.MonkeyPatch
+):
+    original = PreparedMessage.personalize
+
+    def personalize(self: PreparedMessage, recipient: Recipient, **kwargs: object):
+        if recipient.email == "reader00030@example.org":
+            raise RuntimeError("template bug")
+        return original(self, recipient, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(PreparedMessage, "personalize", personalize)
+    handler = RecordingHandler()
+    with SmtpTestServer(handler) as server:
+        ctx = make_context(smtp={"port": server.port, "connections": 2, "claim_batch": 4})
+        add_readers(ctx, 80)
+
+        with pytest.raises(RuntimeError, match="template bug"):
+            app.send_now(ctx)
+
+    states = emails_by_state(ctx)
+    assert "sending" not in states and "failed" not in states
+    assert states["sent"] == set(handler.recipients())
+    assert "reader00030@example.org" in states["pending"]
+
+
+def test_a_send_that_lost_its_lock_stops(make_context, clock):
+    taken = threading.Event()
+    handler = PacedHandler(after={10: taken})
+    with SmtpTestServer(handler) as server:
+        ctx = make_context(smtp={"port": server.port, "connections": 1, "claim_batch": 2})
+        add_readers(ctx, 60)
+
+        def thief() -> None:
+            taken.wait(30)
+            with ctx.store.atomic() as conn:  # another process took over the lock...
+                conn.execute(update(locks).values(owner="elsewhere:1"))
+            clock.advance(minutes=1)  # ...and it is time to refresh ours
+
+        steal = threading.Thread(target=thief)
+        steal.start()
+        with pytest.raises(SendInProgress, match="another process took over the send lock"):
+            app.send_now(ctx)
+        steal.join()
+
+    states = emails_by_state(ctx)
+    assert "sending" not in states
+    assert len(states["sent"]) < 60
+    assert states["sent"] == set(handler.recipients())
+    with ctx.store.atomic() as conn:
+        assert conn.execute(select(digests.c.state)).scalar_one() == "sending"
+
+
+def test_subscribers_who_leave_during_a_send_are_skipped_when_it_resumes(make_context):
+    stop = threading.Event()
+    handler = PacedHandler(after={10: stop})
+    with SmtpTestServer(handler) as server:
+        ctx = make_context(smtp={"port": server.port, "connections": 1, "claim_batch": 2})
+        everyone = add_readers(ctx, 30)
+        app.send_now(ctx, stop=stop)
+        leaving = everyone[-1]
+        with ctx.store.atomic() as conn:
+            conn.execute(
+                update(subscribers)
+                .where(subscribers.c.email == leaving)
+                .values(state=SubscriberState.UNSUBSCRIBED.value)
+            )
+
+        summary = app.send_now(ctx)
+
+    assert summary.resumed[0].counts == {"sent": 29, "failed": 1}
+    assert leaving not in handler.recipients()
+    assert Counter(handler.recipients()) == Counter(everyone[:-1])
+
+
+def test_a_second_send_in_the_same_process_is_refused_while_one_runs(make_context):
+    running = threading.Event()
+    handler = PacedHandler(delay=0.05, after={1: running})
+    with SmtpTestServer(handler) as server:
+        ctx = make_context(smtp={"port": server.port, "connections": 1})
+        everyone = add_readers(ctx, 20)
+        results: list[app.SendSummary] = []
+        first = threading.Thread(target=lambda: results.append(app.send_now(ctx)))
+        first.start()
+        try:
+            assert running.wait(30)
+            with pytest.raises(SendInProgress, match="another send is running on this database"):
+                app.send_now(ctx)
+        finally:
+            first.join(60)
+
+    assert results and results[0].report is not None
+    assert results[0].report.counts == {"sent": 20}
+    assert Counter(handler.recipients()) == Counter(everyone)
