@@ -8,6 +8,7 @@ that recipient's few values and joins bytes, so per-message work stays in micros
 from __future__ import annotations
 
 import binascii
+import hashlib
 import html
 import re
 import secrets
@@ -103,6 +104,10 @@ class PreparedMessage:
         self.sender = str(sender.from_address)
         self.domain = self.sender.rpartition("@")[2]
         self._digest_id = digest_id
+        # Stable per delivery, so a retry or a rare after-crash duplicate carries the same
+        # Message-ID and mail clients collapse it; the digest's nonce (hashed, since it guards
+        # the tokens) keeps ids unique across databases.
+        self._id_salt = hashlib.sha256(tokens.nonce.encode()).hexdigest()[:12]
         self._unsubscribe_url = unsubscribe_url
         self._mailto = sender.unsubscribe_mailto
         self._dkim_sign = dkim_sign
@@ -149,7 +154,7 @@ class PreparedMessage:
         name = header_safe(recipient.name)
         unsubscribe = self._unsubscribe_url(recipient)
         message_id = (
-            f"<{self._digest_id}.{recipient.delivery_id}.{secrets.token_hex(6)}@{self.domain}>"
+            f"<{self._digest_id}.{recipient.delivery_id}.{self._id_salt}@{self.domain}>"
         )
         list_unsubscribe = f"<{unsubscribe}>"
         if self._mailto:

@@ -186,6 +186,11 @@ def test_sigkill_mid_send_then_resume_misses_nobody_and_repeats_only_sending_row
     assert set(received) == cli_send.everyone
     assert {email for email, n in received.items() if n > 1} <= in_flight
     assert max(received.values()) <= 2
+    # A duplicate carries the same Message-ID, so mail clients show it once.
+    ids: dict[str, set[str]] = {}
+    for message in handler.received:
+        ids.setdefault(message.rcpt_tos[0], set()).add(message.parse()["Message-ID"])
+    assert all(len(found) == 1 for found in ids.values())
 
 
 def test_sigterm_stops_cleanly_after_the_messages_in_flight(cli_send: CliSend):
