@@ -153,9 +153,7 @@ class PreparedMessage:
         """The complete message for one recipient, as bytes ready for ``sendmail``."""
         name = header_safe(recipient.name)
         unsubscribe = self._unsubscribe_url(recipient)
-        message_id = (
-            f"<{self._digest_id}.{recipient.delivery_id}.{self._id_salt}@{self.domain}>"
-        )
+        message_id = f"<{self._digest_id}.{recipient.delivery_id}.{self._id_salt}@{self.domain}>"
         list_unsubscribe = f"<{unsubscribe}>"
         if self._mailto:
             list_unsubscribe += f",{CRLF} <mailto:{self._mailto}?subject=unsubscribe>"
