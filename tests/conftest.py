@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -111,6 +112,37 @@ def make_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SettingsFa
         return load_settings(None, **_merge(base, overrides))
 
     return factory
+
+
+TEST_SECRET = "test-secret-0123456789abcdef"
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+def write_config(path: Path, **sections: dict[str, Any]) -> Path:
+    """A config file for subprocess tests: the test defaults (a SQLite file beside ``path``,
+    the seeds, a long age window, a web secret) overridden by ``sections``."""
+    base: dict[str, Any] = {
+        "store": {"url": f"sqlite:///{path.parent / 'newsletter.db'}"},
+        "sources": {"articles_dir": str(SEEDS)},
+        "digest": {"max_age_days": 36500},
+        "web": {"secret": TEST_SECRET},
+        "logging": {"level": "WARNING"},
+    }
+    merged = _merge(base, sections)
+    lines = []
+    for name, values in merged.items():
+        lines.append(f"[{name}]")
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
+        lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
 
 
 @pytest.fixture

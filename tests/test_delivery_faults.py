@@ -29,7 +29,7 @@ from newsletter.inbox import free_port
 from newsletter.models import SubscriberState
 from newsletter.store import subscribers as subscriber_rows
 from newsletter.store.schema import deliveries, digests, subscribers
-from tests.conftest import SEEDS
+from tests.conftest import write_config
 from tests.smtp_servers import RecordingHandler, SmtpTestServer
 
 
@@ -153,7 +153,7 @@ def test_status_lists_the_reasons_of_failures(
         ctx = make_context(smtp={"port": server.port})
         add_many(ctx, by_prefix("ok", 3) + by_prefix("gone", 2))
         app.send_now(ctx)
-    config = write_config(tmp_path, port=server.port)
+    config = write_config(tmp_path / "newsletter.toml", smtp={"port": server.port})
 
     code = run_guarded(cli, ["--config", str(config), "status"])
 
@@ -234,34 +234,6 @@ def test_a_server_refusing_everything_pauses_the_send_and_it_resumes_later(make_
     assert all(attempts == 2 for e, (_, attempts, _) in delivery_rows(ctx).items() if e in tried)
 
 
-def write_config(tmp_path: Path, *, port: int, extra: str = "") -> Path:
-    config = tmp_path / "newsletter.toml"
-    config.write_text(
-        f"""
-[smtp]
-port = {port}
-{extra}
-
-[store]
-url = "sqlite:///{tmp_path / "newsletter.db"}"
-
-[sources]
-articles_dir = "{SEEDS}"
-
-[digest]
-max_age_days = 36500
-
-[web]
-secret = "test-secret-0123456789abcdef"
-
-[logging]
-level = "WARNING"
-""",
-        encoding="utf-8",
-    )
-    return config
-
-
 def _refuse_everyone(
     server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
 ) -> AuthResult:
@@ -276,7 +248,8 @@ def test_bad_credentials_fail_fast_with_one_line_before_any_row_is_touched(
         ctx = make_context(smtp={"port": server.port})
         add_many(ctx, by_prefix("reader", 3))
         config = write_config(
-            tmp_path, port=server.port, extra='username = "digest"\npassword = "wrong"'
+            tmp_path / "newsletter.toml",
+            smtp={"port": server.port, "username": "digest", "password": "wrong"},
         )
 
         code = run_guarded(cli, ["--config", str(config), "send-now"])

@@ -32,7 +32,7 @@ from newsletter.models import Recipient, SubscriberState
 from newsletter.store import subscribers as subscriber_rows
 from newsletter.store.schema import deliveries, digests, locks, subscribers
 from newsletter.subscribers import import_csv
-from tests.conftest import REPO, SEEDS
+from tests.conftest import REPO, write_config
 from tests.smtp_servers import RecordingHandler, SmtpTestServer
 
 CONNECTIONS = 2
@@ -127,28 +127,15 @@ def cli_send(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliSen
     count = 2000
     handler = PacedHandler(delay=0.002)  # aiosmtpd, a little slow: the signal lands mid-send
     with SmtpTestServer(handler) as server:
-        config = tmp_path / "newsletter.toml"
-        config.write_text(
-            f"""
-[smtp]
-port = {server.port}
-connections = {CONNECTIONS}
-claim_batch = {CLAIM_BATCH}
-retry_base_seconds = 0.01
-
-[store]
-url = "sqlite:///{tmp_path / "newsletter.db"}"
-
-[sources]
-articles_dir = "{SEEDS}"
-
-[digest]
-max_age_days = 36500
-
-[web]
-secret = "test-secret-0123456789abcdef"
-""",
-            encoding="utf-8",
+        config = write_config(
+            tmp_path / "newsletter.toml",
+            smtp={
+                "port": server.port,
+                "connections": CONNECTIONS,
+                "claim_batch": CLAIM_BATCH,
+                "retry_base_seconds": 0.01,
+            },
+            logging={"level": "INFO"},
         )
         ctx = Context.open(load_settings(config))
         try:

@@ -27,46 +27,21 @@ from newsletter.schedule import slot_key
 from newsletter.store import slots
 from newsletter.store.schema import deliveries, digests
 from newsletter.subscribers import add_subscriber
-from tests.conftest import REPO, SEEDS
+from tests.conftest import REPO, write_config
 from tests.smtp_servers import RecordingHandler, SmtpTestServer
 
 ZONE = "America/New_York"
 DEADLINE = 60.0
 
 
-def _write_config(tmp_path: Path, port: int, fire: datetime, smtp_extra: str = "") -> Path:
+def _write_config(tmp_path: Path, port: int, fire: datetime, **smtp: int) -> Path:
     local = fire.astimezone(ZoneInfo(ZONE))
-    path = tmp_path / "newsletter.toml"
-    path.write_text(
-        f"""
-[store]
-url = "sqlite:///{tmp_path / "newsletter.db"}"
-
-[sources]
-articles_dir = "{SEEDS}"
-
-[digest]
-max_age_days = 36500
-
-[smtp]
-port = {port}
-retry_base_seconds = 0.01
-retry_max_seconds = 0.05
-{smtp_extra}
-
-[web]
-secret = "process-test-secret-0123456789"
-
-[schedule]
-cron = "{local.second} {local.minute} {local.hour} * * *"
-timezone = "{ZONE}"
-
-[logging]
-level = "INFO"
-""",
-        encoding="utf-8",
+    return write_config(
+        tmp_path / "newsletter.toml",
+        smtp={"port": port, "retry_base_seconds": 0.01, "retry_max_seconds": 0.05, **smtp},
+        schedule={"cron": f"{local.second} {local.minute} {local.hour} * * *", "timezone": ZONE},
+        logging={"level": "INFO"},
     )
-    return path
 
 
 def _subscribe(config: Path, emails: list[str]) -> None:
@@ -180,9 +155,7 @@ def test_sigterm_mid_send_exits_0_and_a_restart_within_grace_finishes_the_digest
     fire = (datetime.now(UTC) + timedelta(seconds=5)).replace(microsecond=0)
     key = slot_key(fire)
     with SmtpTestServer(RecordingHandler(data_reply=slow)) as server:
-        config = _write_config(
-            tmp_path, server.port, fire, smtp_extra="connections = 1\nclaim_batch = 1"
-        )
+        config = _write_config(tmp_path, server.port, fire, connections=1, claim_batch=1)
         _subscribe(config, emails)
         first_log = tmp_path / "first.log"
         with _running(config, [first_log]) as processes:
