@@ -7,6 +7,7 @@ current directory. Pass the resulting ``Settings`` object down; nothing reads it
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -100,12 +101,37 @@ class DigestSettings(Section):
     sections_by_source: bool = False
 
 
+DEFAULT_WEB_SECRET = "change-me-this-is-not-a-secret"
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for hosts on this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class WebSettings(Section):
     base_url: str = "http://127.0.0.1:8000"
-    secret: SecretStr = SecretStr("change-me-this-is-not-a-secret")
+    secret: SecretStr = SecretStr(DEFAULT_WEB_SECRET)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     token_max_age_days: int = Field(default=365, ge=1)
+
+    @field_validator("secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (use a long random string)")
+        return value
+
+    @property
+    def uses_default_secret(self) -> bool:
+        """True while the link-signing secret is the public built-in one."""
+        return self.secret.get_secret_value() == DEFAULT_WEB_SECRET
 
     @field_validator("base_url")
     @classmethod

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.config import load_settings
+from newsletter.config import is_loopback_host, load_settings
 from newsletter.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -110,3 +110,25 @@ def test_missing_file_and_bad_toml(tmp_path: Path):
         load_settings(tmp_path / "nope.toml")
     with pytest.raises(ConfigError, match=r"not valid TOML: .*line 1"):
         load_settings(write(tmp_path, "[smtp\nport = 1\n"))
+
+
+def test_the_default_web_secret_is_recognized(tmp_path: Path):
+    assert load_settings().web.uses_default_secret
+    path = write(tmp_path, "[web]\nsecret = 'a-long-random-string-from-the-operator'\n")
+    assert not load_settings(path).web.uses_default_secret
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.0.1", True),
+        ("::1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("10.0.0.1", False),
+        ("smtp.example.org", False),
+    ],
+)
+def test_loopback_hosts(host: str, loopback: bool):
+    assert is_loopback_host(host) is loopback

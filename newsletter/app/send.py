@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from newsletter.app.context import Context
 from newsletter.app.digest import NextDigest, next_digest
+from newsletter.config import is_loopback_host
 from newsletter.delivery.dkim import make_signer
 from newsletter.delivery.engine import DeliveryEngine, Progress, SendReport
 from newsletter.delivery.smtp import close_quietly, connect
@@ -182,6 +183,7 @@ def send_now(
         # Fail fast, before any row is touched: a bad DKIM key, an unreachable server, a
         # refused login each stop the send here with one line saying what to check.
         dkim_signer(ctx)
+        _warn_if_links_are_forgeable(ctx)
         connection: smtplib.SMTP | None = connect(ctx.settings.smtp)
         try:
             for digest_id in unfinished:
@@ -206,6 +208,15 @@ def send_now(
         finally:
             close_quietly(connection)
     return summary
+
+
+def _warn_if_links_are_forgeable(ctx: Context) -> None:
+    # The demo and tests send to loopback with the public default secret; real mail must not.
+    if ctx.settings.web.uses_default_secret and not is_loopback_host(ctx.settings.smtp.host):
+        log.warning(
+            "[web] secret is the built-in default: anyone can forge the unsubscribe links "
+            "in this digest; set it (or NEWSLETTER_WEB__SECRET) to a long random string"
+        )
 
 
 def _create_digest(ctx: Context, upcoming: NextDigest, slot: str | None) -> int:

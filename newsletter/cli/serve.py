@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import signal
 import socket
@@ -12,20 +11,11 @@ import click
 import uvicorn
 
 from newsletter.cli.base import CliState, pass_state
-from newsletter.config import WebSettings
+from newsletter.config import is_loopback_host
 from newsletter.errors import UsageError
 from newsletter.web import create_app
 
 log = logging.getLogger(__name__)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -59,14 +49,13 @@ def serve(state: CliState, host: str | None, port: int | None) -> None:
     settings = state.settings
     host = host or settings.web.host
     port = settings.web.port if port is None else port
-    default_secret = WebSettings.model_fields["secret"].default.get_secret_value()
-    if settings.web.secret.get_secret_value() == default_secret:
+    if settings.web.uses_default_secret:
         click.echo(
             "warning: [web] secret is the built-in default: anyone can forge unsubscribe and "
             "confirm links; set it (or NEWSLETTER_WEB__SECRET) to a long random string",
             err=True,
         )
-    if not _is_loopback(host):
+    if not is_loopback_host(host):
         click.echo(
             f"warning: listening on {host}: the preview of unsent digests is readable by anyone "
             "who can reach it; put it behind a proxy that restricts /preview",
