@@ -175,3 +175,23 @@ def test_sources_check_exits_1_when_a_source_has_a_problem(run: Run, env: Path, 
     code, out, _ = run("sources", "check")
     assert code == 0
     assert f"{SEEDS}: 8 entries, 8 new" in out
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("foo", "error: [store] url: 'foo' is not a database URL"),
+        (
+            "postgresql+nosuchdriver://u:hunter2@127.0.0.1:1/db",
+            "error: [store] url: cannot use postgresql+nosuchdriver://u:***@127.0.0.1:1/db",
+        ),
+    ],
+)
+def test_a_bad_database_url_is_one_line_without_the_password(
+    run: Run, env: Path, monkeypatch, url: str, expected: str
+):
+    monkeypatch.setenv("NEWSLETTER_STORE__URL", url)
+    code, _, err = run("status")
+    assert code == 1
+    assert err.startswith(expected)
+    assert "hunter2" not in err and err.strip().count("\n") == 0

@@ -46,7 +46,12 @@ class Store:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         try:
             engine = create_engine(parsed)
-        except (ArgumentError, ImportError) as exc:
+        except ImportError as exc:
+            raise StoreError(
+                f"[store] url: {parsed.render_as_string(hide_password=True)} needs a database "
+                f"driver that is not installed ({exc}); install it into the same environment"
+            ) from None
+        except ArgumentError as exc:
             raise StoreError(
                 f"[store] url: cannot use {parsed.render_as_string(hide_password=True)}: {exc}"
             ) from None
