@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import webbrowser
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -204,7 +205,21 @@ def demo(state: CliState) -> None:
         click.echo(
             f"look at one in a browser:  {messages[0].with_suffix('.html').resolve().as_uri()}"
         )
-    click.echo("preview the next digest:   newsletter preview    (or: newsletter serve)")
+    command = _this_command()
+    click.echo(
+        f"preview a digest yourself: {command} preview    (or {command} serve, then /preview)"
+    )
+
+
+def _this_command() -> str:
+    """How the user can call this program again (``.venv/bin/newsletter`` after ``make demo``)."""
+    program = Path(sys.argv[0])
+    if program.name != "newsletter":
+        return "newsletter"
+    try:
+        return str(program.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(program)
 
 
 def _demo_settings(base: Settings, root: Path, port: int) -> Settings:
