@@ -142,6 +142,7 @@ def deliver_digest(
     )
     report = engine.run(digest_id, first_connection=connection)
     with ctx.store.atomic() as conn:
+        bounced = subscriber_rows.mark_hard_bounces(conn, digest_id, now=ctx.clock())
         if report.paused_reason:
             digest_rows.set_digest_state(conn, digest_id, DigestState.PAUSED, now=ctx.clock())
         elif report.finished:
@@ -154,6 +155,10 @@ def deliver_digest(
         report.retried,
         " (interrupted; resumable)" if report.interrupted else "",
     )
+    if bounced:
+        log.info(
+            "digest %s: %d addresses bounced for good; they get no more digests", digest_id, bounced
+        )
     return report
 
 

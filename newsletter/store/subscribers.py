@@ -6,12 +6,12 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, delete, func, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
 from newsletter.models import Subscriber, SubscriberState
-from newsletter.store.schema import subscribers, used_tokens
+from newsletter.store.schema import deliveries, subscribers, used_tokens
 
 
 def decode_attrs(raw: str | None) -> dict[str, str]:
@@ -134,6 +134,29 @@ def iter_all(
             return
         yield from batch
         last_id = batch[-1].id
+
+
+# Permanent replies that say the mailbox itself is gone (RFC 3463 enhanced status codes):
+# 5.1.1 bad mailbox, 5.1.10 null MX, 5.2.1 mailbox disabled. Other 5xx (policy, content,
+# our own reputation) fail the delivery but say nothing about the address.
+HARD_BOUNCE_CODES = ("5.1.1", "5.1.10", "5.2.1")
+
+
+def mark_hard_bounces(conn: Connection, digest_id: int, *, now: datetime) -> int:
+    """Subscribers whose delivery of this digest got a hard bounce become ``bounced``."""
+    bounced_deliveries = select(deliveries.c.subscriber_id).where(
+        deliveries.c.digest_id == digest_id,
+        deliveries.c.state == "failed",
+        or_(*(deliveries.c.last_error.like(f"5__ {code} %") for code in HARD_BOUNCE_CODES)),
+    )
+    return conn.execute(
+        update(subscribers)
+        .where(
+            subscribers.c.id.in_(bounced_deliveries),
+            subscribers.c.state == SubscriberState.ACTIVE.value,
+        )
+        .values(state=SubscriberState.BOUNCED.value, updated_at=now)
+    ).rowcount
 
 
 def count_by_state(conn: Connection) -> dict[str, int]:
