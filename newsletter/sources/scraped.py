@@ -208,8 +208,11 @@ def _last_word(text: str, start: int, end: int) -> str:
     return text[space + 1 : end].lstrip("\"“‘'([")
 
 
-def shorten(text: str, limit: int) -> str:
-    """Cut ``text`` at a word boundary to at most ``limit`` characters, ending in an ellipsis."""
+def shorten(text: str, limit: int, *, drop_trailing: str = " ,;:-–—(“‘[") -> str:
+    """Cut ``text`` at a word boundary to at most ``limit`` characters, ending in an ellipsis.
+
+    ``drop_trailing``: the characters stripped from the end of the cut before the ellipsis.
+    """
     if len(text) <= limit:
         return text
     cut = text[: limit - 1]
@@ -217,7 +220,7 @@ def shorten(text: str, limit: int) -> str:
         head, space, _ = cut.rpartition(" ")
         if space:
             cut = head
-    return cut.rstrip(" ,;:-–—(“‘[") + ELLIPSIS
+    return cut.rstrip(drop_trailing) + ELLIPSIS
 
 
 def derive_title(lead: str) -> str:
