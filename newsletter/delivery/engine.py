@@ -2,7 +2,8 @@
 
 One coordinator thread owns the database. Worker threads each own one persistent SMTP
 connection (reused for ``reconnect_after`` messages, replaced after a failure) and send the
-chunks of rows the coordinator hands them; they never touch the database.
+chunks of rows the coordinator hands them; they never touch the database
+(:mod:`newsletter.delivery.worker`).
 
 The coordinator works in short transactions that do two things at once: record the outcomes
 the workers reported since the last one, and claim the next rows (``pending -> sending``). A
@@ -47,7 +48,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Protocol
 
 from sqlalchemy import Connection
@@ -55,8 +56,8 @@ from sqlalchemy.exc import OperationalError
 
 from newsletter.config import SmtpSettings
 from newsletter.delivery.ratelimit import RateLimiter
-from newsletter.delivery.smtp import classify, close_quietly, connect, drop, send_message
-from newsletter.errors import DeliveryError, StoreError
+from newsletter.delivery.worker import Clock, Released, Result, Shared, SmtpWorker
+from newsletter.errors import StoreError
 from newsletter.message import PreparedMessage
 from newsletter.models import DeliveryState, Recipient
 from newsletter.store import Store, outbox
@@ -64,10 +65,8 @@ from newsletter.store.outbox import Outcome
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 FETCH_BATCH = 1000  # due rows read ahead of claiming (kept in memory, never more)
 TICK_SECONDS = 0.05  # outcomes wait at most about this long (or one chunk) to be committed
-IDLE_CHECK_SECONDS = 10.0  # a connection idle this long is checked with NOOP before reuse
 WAIT_SLICE_SECONDS = 10.0  # long waits for retries are cut into slices (lock refresh)
 SHUTDOWN_GRACE_SECONDS = 5.0  # on an error, wait this long (plus the SMTP timeout) for workers
 _EPOCH = datetime.min.replace(tzinfo=UTC)
@@ -110,101 +109,6 @@ class SendReport:
         return not self.counts.get("pending") and not self.counts.get("sending")
 
 
-class _Released:
-    """A claimed row the worker did not try (stop or pause): back to pending, unchanged."""
-
-    __slots__ = ("delivery_id",)
-
-    def __init__(self, delivery_id: int) -> None:
-        self.delivery_id = delivery_id
-
-
-_Result = Outcome | _Released
-
-
-class _Worker(threading.Thread):
-    """One SMTP connection, reused for many messages; reconnects after a count or a failure."""
-
-    def __init__(self, engine: DeliveryEngine, index: int, first: smtplib.SMTP | None) -> None:
-        super().__init__(name=f"smtp-{index}", daemon=True)
-        self.engine = engine
-        self.client = first
-        self.on_connection = 0
-        self.last_used = time.monotonic()
-
-    def run(self) -> None:
-        engine = self.engine
-        try:
-            while (chunk := engine.inbox.get()) is not None:
-                self._work(chunk)
-                engine.wake.set()
-        finally:
-            close_quietly(self.client)
-            self.client = None
-
-    def _work(self, chunk: list[Recipient]) -> None:
-        engine = self.engine
-        results = engine.results
-        for i, recipient in enumerate(chunk):
-            if engine.halt.is_set() or engine.stop.is_set() or not engine.rate.acquire():
-                results.extend(_Released(r.delivery_id) for r in chunk[i:])
-                return
-            try:
-                results.append(self._send(recipient))
-            except BaseException as exc:  # a bug, not an SMTP problem: stop the whole send
-                results.extend(_Released(r.delivery_id) for r in chunk[i:])
-                engine.worker_failed(exc)
-                return
-
-    def _send(self, recipient: Recipient) -> Outcome:
-        engine = self.engine
-        attempts = recipient.attempts + 1
-        envelope = engine.message.personalize(recipient, now=engine.clock())
-        try:
-            client = self._usable_client()
-            send_message(client, envelope.sender, envelope.recipient, envelope.data)
-        except DeliveryError as exc:  # could not (re)connect or log in
-            return engine.temporary(recipient, attempts, str(exc), connection=True)
-        except (OSError, smtplib.SMTPException) as exc:
-            failure = classify(exc, envelope.recipient)
-            if failure.connection_lost:
-                drop(self.client)  # no QUIT: the connection is gone or in an unknown state
-                self.client = None
-            # Otherwise send_message has sent RSET: the connection is ready for the next.
-            if failure.permanent:
-                return Outcome(
-                    recipient.delivery_id, DeliveryState.FAILED, attempts, error=failure.reason
-                )
-            return engine.temporary(
-                recipient, attempts, failure.reason, connection=failure.connection_lost
-            )
-        self.on_connection += 1
-        self.last_used = time.monotonic()
-        return Outcome(
-            recipient.delivery_id, DeliveryState.SENT, attempts, message_id=envelope.message_id
-        )
-
-    def _usable_client(self) -> smtplib.SMTP:
-        settings = self.engine.smtp
-        if self.client is not None and self.on_connection >= settings.reconnect_after:
-            close_quietly(self.client)
-            self.client = None
-        if self.client is not None and time.monotonic() - self.last_used > IDLE_CHECK_SECONDS:
-            # Servers drop idle connections (while we waited for retries, or rendered).
-            try:
-                alive = self.client.noop()[0] == 250
-            except (OSError, smtplib.SMTPException):
-                alive = False
-            if not alive:
-                drop(self.client)
-                self.client = None
-        if self.client is None:
-            self.client = connect(settings)
-            self.on_connection = 0
-            self.last_used = time.monotonic()
-        return self.client
-
-
 class DeliveryEngine:
     """Sends one digest's outbox. Create one per send; ``stop`` ends it after in-flight messages."""
 
@@ -231,41 +135,31 @@ class DeliveryEngine:
         self.rng = rng or random.Random()
         self.rate = RateLimiter(smtp.max_per_second, stop=self.stop)
         self.inbox: queue.SimpleQueue[list[Recipient] | None] = queue.SimpleQueue()
-        self.results: deque[_Result] = deque()  # appended by workers, drained by the coordinator
+        self.results: deque[Result] = deque()  # appended by workers, drained by the coordinator
         self.wake = threading.Event()  # a worker finished a chunk
         self.max_claimed = 2 * smtp.connections * smtp.claim_batch
         self._claimed = 0  # rows in ``sending`` in the database (claimed, outcome not recorded)
-        self._finished: list[_Result] = []  # outcomes reported but not recorded yet
+        self._finished: list[Result] = []  # outcomes reported but not recorded yet
         self._consecutive_failures = 0
         self._pause_reason: str | None = None
         self._worker_error: BaseException | None = None
         self._due_horizon = _EPOCH
         self._conn: Connection | None = None
+        self.shared = Shared(  # the same objects, as the workers see them
+            smtp=smtp,
+            message=message,
+            clock=clock,
+            rng=self.rng,
+            rate=self.rate,
+            stop=self.stop,
+            halt=self.halt,
+            inbox=self.inbox,
+            results=self.results,
+            wake=self.wake,
+            on_error=self.worker_failed,
+        )
 
     # -- called from worker threads -------------------------------------------------------
-    def temporary(
-        self, recipient: Recipient, attempts: int, reason: str, *, connection: bool
-    ) -> Outcome:
-        """A retry later with exponential backoff and jitter, or failed after max_attempts."""
-        if attempts >= self.smtp.max_attempts:
-            return Outcome(
-                recipient.delivery_id,
-                DeliveryState.FAILED,
-                attempts,
-                error=f"gave up after {attempts} attempts: {reason}",
-            )
-        backoff = min(
-            self.smtp.retry_max_seconds, self.smtp.retry_base_seconds * 2 ** (attempts - 1)
-        )
-        delay = backoff * (0.5 + self.rng.random())
-        return Outcome(
-            recipient.delivery_id,
-            DeliveryState.PENDING,
-            attempts,
-            error=("connection: " if connection else "") + reason,
-            next_attempt_at=self.clock() + timedelta(seconds=delay),
-        )
-
     def worker_failed(self, exc: BaseException) -> None:
         if self._worker_error is None:
             self._worker_error = exc
@@ -292,7 +186,7 @@ class DeliveryEngine:
         total = sum(counts.values())
         self.progress.start(total, total - counts.get("pending", 0))
         workers = [
-            _Worker(self, i, first_connection if i == 0 else None)
+            SmtpWorker(self.shared, i, first_connection if i == 0 else None)
             for i in range(self.smtp.connections)
         ]
         for worker in workers:
@@ -399,7 +293,7 @@ class DeliveryEngine:
         while results:
             item = results.popleft()
             self._finished.append(item)
-            if isinstance(item, _Released):
+            if isinstance(item, Released):
                 continue
             if item.state is DeliveryState.SENT:
                 sent += 1
@@ -427,7 +321,7 @@ class DeliveryEngine:
         if not finished:
             return
         outbox.record(conn, [o for o in finished if isinstance(o, Outcome)], now=now)
-        outbox.release(conn, [r.delivery_id for r in finished if isinstance(r, _Released)], now=now)
+        outbox.release(conn, [r.delivery_id for r in finished if isinstance(r, Released)], now=now)
         self._claimed -= len(finished)
 
     def _after_transaction(self) -> None:
@@ -470,7 +364,7 @@ class DeliveryEngine:
         except Exception:  # the original error matters more; rows left are released next run
             log.exception("could not record the last outcomes; the next run resends them")
 
-    def _stop_workers(self, workers: Sequence[_Worker], *, timeout: float | None) -> None:
+    def _stop_workers(self, workers: Sequence[SmtpWorker], *, timeout: float | None) -> None:
         for _ in workers:
             self.inbox.put(None)
         for worker in workers:

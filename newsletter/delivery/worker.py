@@ -1,0 +1,167 @@
+"""One SMTP connection's worker thread: send the chunks it is handed, report each outcome.
+
+A worker owns one persistent SMTP connection (reused for ``reconnect_after`` messages,
+replaced after a failure, checked with NOOP after ``IDLE_CHECK_SECONDS`` idle) and never touches
+the database. It takes chunks of claimed rows from ``Shared.inbox`` and appends one result per
+row to ``Shared.results``: an :class:`Outcome` (sent, failed, or pending again with a retry
+time) or :class:`Released` for a row it did not try because the send is stopping or paused.
+The coordinator, :class:`newsletter.delivery.engine.DeliveryEngine`, records them.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import smtplib
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from newsletter.config import SmtpSettings
+from newsletter.delivery.ratelimit import RateLimiter
+from newsletter.delivery.smtp import classify, close_quietly, connect, drop, send_message
+from newsletter.errors import DeliveryError
+from newsletter.message import PreparedMessage
+from newsletter.models import DeliveryState, Recipient
+from newsletter.store.outbox import Outcome
+
+Clock = Callable[[], datetime]
+IDLE_CHECK_SECONDS = 10.0  # a connection idle this long is checked with NOOP before reuse
+
+
+class Released:
+    """A claimed row the worker did not try (stop or pause): back to pending, unchanged."""
+
+    __slots__ = ("delivery_id",)
+
+    def __init__(self, delivery_id: int) -> None:
+        self.delivery_id = delivery_id
+
+
+Result = Outcome | Released
+
+
+@dataclass(frozen=True, slots=True)
+class Shared:
+    """What the coordinator shares with its workers: settings, the queues and the signals."""
+
+    smtp: SmtpSettings
+    message: PreparedMessage
+    clock: Clock
+    rng: random.Random  # retry jitter
+    rate: RateLimiter
+    stop: threading.Event  # requested from outside (Ctrl-C, SIGTERM)
+    halt: threading.Event  # paused, or a worker failed
+    inbox: queue.SimpleQueue[list[Recipient] | None]  # chunks of claimed rows; None ends a worker
+    results: deque[Result]  # appended by workers, drained by the coordinator
+    wake: threading.Event  # set after each chunk
+    on_error: Callable[[BaseException], None]  # a bug in a worker: stop the whole send
+
+
+class SmtpWorker(threading.Thread):
+    """One SMTP connection, reused for many messages; reconnects after a count or a failure."""
+
+    def __init__(self, shared: Shared, index: int, first: smtplib.SMTP | None) -> None:
+        super().__init__(name=f"smtp-{index}", daemon=True)
+        self.shared = shared
+        self.client = first
+        self.on_connection = 0
+        self.last_used = time.monotonic()
+
+    def run(self) -> None:
+        shared = self.shared
+        try:
+            while (chunk := shared.inbox.get()) is not None:
+                self._work(chunk)
+                shared.wake.set()
+        finally:
+            close_quietly(self.client)
+            self.client = None
+
+    def _work(self, chunk: list[Recipient]) -> None:
+        shared = self.shared
+        results = shared.results
+        for i, recipient in enumerate(chunk):
+            if shared.halt.is_set() or shared.stop.is_set() or not shared.rate.acquire():
+                results.extend(Released(r.delivery_id) for r in chunk[i:])
+                return
+            try:
+                results.append(self._send(recipient))
+            except BaseException as exc:  # a bug, not an SMTP problem: stop the whole send
+                results.extend(Released(r.delivery_id) for r in chunk[i:])
+                shared.on_error(exc)
+                return
+
+    def _send(self, recipient: Recipient) -> Outcome:
+        shared = self.shared
+        attempts = recipient.attempts + 1
+        envelope = shared.message.personalize(recipient, now=shared.clock())
+        try:
+            client = self._usable_client()
+            send_message(client, envelope.sender, envelope.recipient, envelope.data)
+        except DeliveryError as exc:  # could not (re)connect or log in
+            return self._temporary(recipient, attempts, str(exc), connection=True)
+        except (OSError, smtplib.SMTPException) as exc:
+            failure = classify(exc, envelope.recipient)
+            if failure.connection_lost:
+                drop(self.client)  # no QUIT: the connection is gone or in an unknown state
+                self.client = None
+            # Otherwise send_message has sent RSET: the connection is ready for the next.
+            if failure.permanent:
+                return Outcome(
+                    recipient.delivery_id, DeliveryState.FAILED, attempts, error=failure.reason
+                )
+            return self._temporary(
+                recipient, attempts, failure.reason, connection=failure.connection_lost
+            )
+        self.on_connection += 1
+        self.last_used = time.monotonic()
+        return Outcome(
+            recipient.delivery_id, DeliveryState.SENT, attempts, message_id=envelope.message_id
+        )
+
+    def _temporary(
+        self, recipient: Recipient, attempts: int, reason: str, *, connection: bool
+    ) -> Outcome:
+        """A retry later with exponential backoff and jitter, or failed after max_attempts."""
+        shared = self.shared
+        settings = shared.smtp
+        if attempts >= settings.max_attempts:
+            return Outcome(
+                recipient.delivery_id,
+                DeliveryState.FAILED,
+                attempts,
+                error=f"gave up after {attempts} attempts: {reason}",
+            )
+        backoff = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** (attempts - 1))
+        delay = backoff * (0.5 + shared.rng.random())
+        return Outcome(
+            recipient.delivery_id,
+            DeliveryState.PENDING,
+            attempts,
+            error=("connection: " if connection else "") + reason,
+            next_attempt_at=shared.clock() + timedelta(seconds=delay),
+        )
+
+    def _usable_client(self) -> smtplib.SMTP:
+        settings = self.shared.smtp
+        if self.client is not None and self.on_connection >= settings.reconnect_after:
+            close_quietly(self.client)
+            self.client = None
+        if self.client is not None and time.monotonic() - self.last_used > IDLE_CHECK_SECONDS:
+            # Servers drop idle connections (while we waited for retries, or rendered).
+            try:
+                alive = self.client.noop()[0] == 250
+            except (OSError, smtplib.SMTPException):
+                alive = False
+            if not alive:
+                drop(self.client)
+                self.client = None
+        if self.client is None:
+            self.client = connect(settings)
+            self.on_connection = 0
+            self.last_used = time.monotonic()
+        return self.client
