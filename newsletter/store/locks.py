@@ -19,7 +19,7 @@ def process_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _owner_is_dead(owner: str) -> bool:
+def owner_is_dead(owner: str) -> bool:
     """True if ``owner`` (``host:pid`` or ``host:pid:tag``) is a process gone from this host."""
     host, _, rest = owner.partition(":")
     pid = rest.partition(":")[0]
@@ -50,7 +50,7 @@ def try_acquire(
         except IntegrityError:
             return "another process (it took the lock at the same moment)"
         return None
-    if row.owner != owner and row.expires_at > now and not _owner_is_dead(row.owner):
+    if row.owner != owner and row.expires_at > now and not owner_is_dead(row.owner):
         return f"{row.owner} since {row.acquired_at:%Y-%m-%d %H:%M:%S} UTC"
     taken = conn.execute(
         update(locks)

@@ -19,7 +19,7 @@ from datetime import datetime
 from sqlalchemy import Connection, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from newsletter.store.locks import _owner_is_dead
+from newsletter.store.locks import owner_is_dead
 from newsletter.store.schema import slot_runs
 
 
@@ -49,7 +49,7 @@ def claim(conn: Connection, slot: str, owner: str, *, now: datetime) -> str | No
         return "another process claimed it at the same moment"
     if row.done:
         return f"already done by {row.owner}: {row.outcome}"
-    if row.outcome is None and row.owner != owner and not _owner_is_dead(row.owner):
+    if row.outcome is None and row.owner != owner and not owner_is_dead(row.owner):
         return f"{row.owner} is running it since {row.started_at:%Y-%m-%d %H:%M:%S} UTC"
     taken = conn.execute(
         update(slot_runs)
