@@ -223,3 +223,33 @@ def test_the_limiter_forgets_the_least_recently_seen_address_first(clock):
     assert len(limiter) == 2
     assert limiter.hit("a") > 0
     assert limiter.hit("b") == 0
+
+
+def test_the_same_new_address_twice_at_once_gets_one_row_and_a_mail(
+    ctx, smtp_server: SmtpTestServer, monkeypatch: pytest.MonkeyPatch, clock
+):
+    """Another request inserts the address between our read and our insert."""
+    read = rows.get_by_email
+    reads: list[str] = []
+    raced = []
+
+    def read_while_another_request_commits(conn, email):
+        found = read(conn, email)
+        reads.append(email)
+        # The second read is the one right before the insert: the other request wins there.
+        if found is None and len(reads) == 2:
+            raced.append(email)
+            with ctx.store.atomic() as other:  # the other request, committed first
+                rows.insert_many(
+                    other, [(email, "", {})], state=SubscriberState.PENDING, now=clock()
+                )
+        return found
+
+    monkeypatch.setattr(rows, "get_by_email", read_while_another_request_commits)
+
+    result = app.subscriptions.subscribe(ctx, "race@example.org", "Racer")
+
+    assert raced == ["race@example.org"]
+    assert result.mailed
+    assert state_of(ctx, "race@example.org") is SubscriberState.PENDING
+    assert smtp_server.handler.recipients() == ["race@example.org"]

@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Any
 
 import jinja2
+from sqlalchemy.exc import IntegrityError
 
 from newsletter.app.context import Context
 from newsletter.delivery.dkim import make_signer
@@ -166,29 +167,38 @@ def subscribe(ctx: Context, email: str, name: str = "") -> SubscribeResult:
     if existing is not None and existing.state is SubscriberState.ACTIVE:
         return SubscribeResult(address, mailed=False)
     with ConfirmationSender(ctx).open() as sender:  # fail fast, before any change
-        now = ctx.clock()
-        with ctx.store.atomic() as conn:
-            existing = rows.get_by_email(conn, address)
-            if existing is None:
-                rows.insert_many(
-                    conn, [(address, clean_name(name), {})], state=SubscriberState.PENDING, now=now
-                )
-            elif existing.state is not SubscriberState.ACTIVE:  # confirmed in the meantime
-                rows.update_pending(
-                    conn,
-                    existing.id,
-                    name=clean_name(name) or existing.name,
-                    attrs=existing.attrs,
-                    now=now,
-                )
-            subscriber = rows.get_by_email(conn, address)
-        assert subscriber is not None
+        try:
+            subscriber = _make_pending(ctx, address, name)
+        except IntegrityError:  # the same new address arrived twice at once: it exists now
+            subscriber = _make_pending(ctx, address, name)
         if subscriber.state is SubscriberState.ACTIVE:
             return SubscribeResult(address, mailed=False)
         problem = sender.send(subscriber)
     if problem:
         raise DeliveryError(f"the confirmation email to {address} was refused: {problem}")
     return SubscribeResult(address, mailed=True)
+
+
+def _make_pending(ctx: Context, address: str, name: str) -> Subscriber:
+    """Insert the address as pending, or refresh it unless it was confirmed meanwhile."""
+    now = ctx.clock()
+    with ctx.store.atomic() as conn:
+        existing = rows.get_by_email(conn, address)
+        if existing is None:
+            rows.insert_many(
+                conn, [(address, clean_name(name), {})], state=SubscriberState.PENDING, now=now
+            )
+        elif existing.state is not SubscriberState.ACTIVE:
+            rows.update_pending(
+                conn,
+                existing.id,
+                name=clean_name(name) or existing.name,
+                attrs=existing.attrs,
+                now=now,
+            )
+        subscriber = rows.get_by_email(conn, address)
+    assert subscriber is not None
+    return subscriber
 
 
 @dataclass
