@@ -697,3 +697,22 @@ def test_fetch_feeds_one_bad_feed_does_not_stop_the_others(server: FeedServer) -
     ]
     assert results[4].error is not None and "got an HTML page" in results[4].error
     assert [a.source for a in results[0].articles] == ["Garden"] * 3
+
+
+def test_an_entry_dated_in_the_future_is_dated_now() -> None:
+    data = (
+        b'<?xml version="1.0"?><rss version="2.0"><channel><title>Ahead</title>'
+        b"<item><title>From the future</title><link>https://ahead.example.org/1</link>"
+        b"<pubDate>Mon, 01 Jan 2035 08:00:00 GMT</pubDate><description>Soon.</description></item>"
+        b"<item><title>From the past</title><link>https://ahead.example.org/0</link>"
+        b"<pubDate>Sat, 02 Mar 2024 08:00:00 GMT</pubDate><description>Then.</description></item>"
+        b"</channel></rss>"
+    )
+    feed = FeedSettings(url="https://ahead.example.org/feed.xml")
+
+    articles, _ = parse_feed(data, feed=feed, base_url=feed.url, now=NOW)
+
+    assert [(a.title, a.published) for a in articles] == [
+        ("From the future", NOW),
+        ("From the past", datetime(2024, 3, 2, 8, 0, tzinfo=UTC)),
+    ]

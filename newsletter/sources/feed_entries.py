@@ -140,7 +140,9 @@ def _article(
     return Article(
         key=_key(entry, url, raw_title, raw_body),
         title=title,
-        published=_published(entry) or now,
+        # Undated entries count from when they were first seen; a feed whose clock runs ahead
+        # must not pin its entries to the top of every digest.
+        published=min(_published(entry) or now, now),
         summary=summary,
         body_html=body_html or None,
         url=url,
