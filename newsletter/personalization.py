@@ -16,6 +16,11 @@ from dataclasses import dataclass, field
 # Fields every template may use on ``subscriber``; custom CSV columns are ``subscriber.attrs.X``.
 BUILTIN_FIELDS = ("name", "email", "unsubscribe_url")
 ATTR_PREFIX = "attr_"
+# Longest personal values a subscriber can have. Input is cut to these on the way in, and the
+# render stage sizes the digest for them, so no subscriber's copy can outgrow the size limit.
+MAX_NAME_CHARS = 100
+MAX_ATTR_CHARS = 200
+MAX_EMAIL_CHARS = 254  # RFC 5321: a path is at most 256 octets including the angle brackets
 _ATTR_KEY = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
 
