@@ -1,8 +1,12 @@
-"""The one place that builds the MIME message.
+"""The one place that builds MIME messages, byte for byte as they go on the wire.
 
 A digest's message is prepared once: headers and both bodies are encoded with the personal
 fields left as tokens, then split at the tokens. Personalizing for one recipient only encodes
 that recipient's few values and joins bytes, so per-message work stays in microseconds.
+
+Every line ends in CRLF and stays within 78 characters (bodies are quoted-printable; header
+rules in :mod:`newsletter.headers`). Personal values are cleaned the same way in headers and
+bodies (:func:`newsletter.headers.clean_text`), and names are cut to ``MAX_NAME_CHARS``.
 """
 
 from __future__ import annotations
@@ -15,54 +19,62 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from email.header import Header
-from email.utils import format_datetime, formataddr
+from email.utils import format_datetime, make_msgid
 
 from newsletter.config import Settings
+from newsletter.headers import (
+    CRLF,
+    ascii_url,
+    clean_text,
+    mailbox_field,
+    text_field,
+    tokens_field,
+    wire_address,
+)
 from newsletter.models import Recipient
-from newsletter.personalization import ATTR_PREFIX, TokenSet
+from newsletter.personalization import ATTR_PREFIX, MAX_ATTR_CHARS, MAX_NAME_CHARS, TokenSet
 
-CRLF = "\r\n"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 NAME_FALLBACK = "there"  # "Hello there," when a subscriber has no name
+# What a test copy to an address that is not on the list says instead of an unsubscribe link.
+TEST_COPY_UNSUBSCRIBE_TEXT = "(none: this is a test copy to an address that is not on the list)"
+TEST_COPY_UNSUBSCRIBE_HREF = "#test-copy-to-an-address-not-on-the-list"
+_SOFT_BREAK = b"=\r\n"
+_QP_TAIL = 70  # longest last line of an encoded piece, leaving room for a soft break
 
 
-def header_safe(value: str) -> str:
-    """A header value with CR, LF and other control characters folded to single spaces."""
-    return _CONTROL.sub(" ", value).strip()
+def _qp(text: str) -> bytes:
+    """Quoted-printable with CRLF line ends and soft breaks, ending in a line short enough to
+    take the ``=`` of a soft break.
 
-
-def _encode_header_text(value: str) -> str:
-    value = header_safe(value)
-    if value.isascii():
-        return value
-    return Header(value, "utf-8", maxlinelen=76).encode(linesep=CRLF)
-
-
-def _qp(data: str) -> bytes:
-    """Quoted-printable with CRLF lines, never ending in a line too long for a soft break."""
-    encoded = binascii.b2a_qp(data.replace("\r\n", "\n").replace("\n", CRLF).encode("utf-8"))
+    ``binascii.b2a_qp`` writes its soft breaks as ``=\\n`` unless the first line break of its
+    input is CRLF, so text without any line break (a name, a URL) gets them fixed here.
+    """
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    data = text.replace("\n", CRLF).encode("utf-8")
+    encoded = binascii.b2a_qp(data)
+    if b"\n" not in data:
+        encoded = encoded.replace(b"=\n", _SOFT_BREAK)
     last_break = encoded.rfind(b"\r\n")
     tail = len(encoded) - (last_break + 2 if last_break >= 0 else 0)
-    if tail > 70:  # leave room for the '=' soft break that joins the next piece
+    if tail > _QP_TAIL:
         cut = len(encoded) - 20
         while encoded[cut - 1 : cut] == b"=" or encoded[cut - 2 : cut - 1] == b"=":
-            cut -= 1
-        encoded = encoded[:cut] + b"=\r\n" + encoded[cut:]
+            cut -= 1  # never inside an =XX escape
+        encoded = encoded[:cut] + _SOFT_BREAK + encoded[cut:]
     return encoded
-
-
-_SOFT_BREAK = b"=\r\n"
 
 
 @dataclass(frozen=True)
 class Envelope:
-    """One personalized message ready for SMTP."""
+    """One message ready for SMTP. ``smtputf8``: an address in it is UTF-8, so only a server
+    offering SMTPUTF8 can take it."""
 
     sender: str
     recipient: str
     data: bytes
     message_id: str
+    smtputf8: bool = False
 
 
 class _Body:
@@ -85,8 +97,29 @@ class _Body:
         return b"".join(out)
 
 
+def _multipart_heads(boundary: str) -> tuple[bytes, bytes, bytes]:
+    """The MIME lines around a text part and an HTML part, both quoted-printable UTF-8."""
+    part_head = (
+        f'--{boundary}{CRLF}Content-Type: text/%s; charset="utf-8"{CRLF}'
+        f"Content-Transfer-Encoding: quoted-printable{CRLF}{CRLF}"
+    )
+    return (
+        (part_head % "plain").encode(),
+        (CRLF + part_head % "html").encode(),
+        f"{CRLF}--{boundary}--{CRLF}".encode(),
+    )
+
+
+def _mime_fields(boundary: str) -> list[str]:
+    return ["MIME-Version: 1.0", f'Content-Type: multipart/alternative; boundary="{boundary}"']
+
+
 class PreparedMessage:
-    """A digest's MIME message with holes for the personal fields; see :meth:`personalize`."""
+    """A digest's MIME message with holes for the personal fields; see :meth:`personalize`.
+
+    ``unsubscribe_url`` None: a test copy to an address that is not on the list, which gets
+    no List-Unsubscribe fields and a note instead of the unsubscribe link in its bodies.
+    """
 
     def __init__(
         self,
@@ -97,11 +130,11 @@ class PreparedMessage:
         text_body: str,
         tokens: TokenSet,
         settings: Settings,
-        unsubscribe_url: Callable[[Recipient], str],
+        unsubscribe_url: Callable[[Recipient], str] | None,
         dkim_sign: Callable[[bytes], bytes] | None = None,
     ) -> None:
         sender = settings.newsletter
-        self.sender = str(sender.from_address)
+        self.sender, self._sender_utf8 = wire_address(str(sender.from_address))
         self.domain = self.sender.rpartition("@")[2]
         self._digest_id = digest_id
         # Stable per delivery, so a retry or a rare after-crash duplicate carries the same
@@ -109,73 +142,82 @@ class PreparedMessage:
         # the tokens) keeps ids unique across databases.
         self._id_salt = hashlib.sha256(tokens.nonce.encode()).hexdigest()[:12]
         self._unsubscribe_url = unsubscribe_url
-        self._mailto = sender.unsubscribe_mailto
+        self._mailto = None
+        if sender.unsubscribe_mailto:
+            mailto, _ = wire_address(str(sender.unsubscribe_mailto))
+            self._mailto = f"<mailto:{ascii_url(mailto)}?subject=unsubscribe>"
         self._dkim_sign = dkim_sign
         boundary = "=_nl_" + secrets.token_hex(12)
-        list_id = sender.list_id or f"digest.{self.domain}"
-        headers = [
-            f"From: {formataddr((header_safe(sender.from_name), self.sender), charset='utf-8')}",
-            "To: {to}",
-            f"Subject: {_encode_header_text(subject)}",
-            "Date: {date}",
-            "Message-ID: {message_id}",
-            f"List-Id: {_encode_header_text(sender.title)} <{header_safe(list_id)}>",
-            "List-Unsubscribe: {list_unsubscribe}",
-            "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
-        ]
+        list_id = clean_text(sender.list_id or f"digest.{self.domain}")
+        self._from = mailbox_field("From", clean_text(sender.from_name), self.sender) + CRLF
+        self._subject = text_field("Subject", clean_text(subject)) + CRLF
+        title = clean_text(sender.title)
+        self._list_id = (
+            mailbox_field("List-Id", title, list_id) if title else f"List-Id: <{list_id}>"
+        ) + CRLF
+        tail = []
         if sender.reply_to:
-            headers.append(f"Reply-To: {sender.reply_to}")
-        headers += [
-            "MIME-Version: 1.0",
-            f'Content-Type: multipart/alternative; boundary="{boundary}"',
-        ]
-        personal = {
-            "To: {to}",
-            "Date: {date}",
-            "Message-ID: {message_id}",
-            "List-Unsubscribe: {list_unsubscribe}",
-        }
-        # str.format fills the personal headers; braces in the static ones (a subject) stay literal.
-        headers = [h if h in personal else h.replace("{", "{{").replace("}", "}}") for h in headers]
-        self._header_template = CRLF.join(headers) + CRLF + CRLF
-        part_head = (
-            f'--{boundary}{CRLF}Content-Type: text/%s; charset="utf-8"{CRLF}'
-            f"Content-Transfer-Encoding: quoted-printable{CRLF}{CRLF}"
-        )
+            tail.append("Reply-To: " + wire_address(str(sender.reply_to))[0])
+        self._head_tail = CRLF.join([*tail, *_mime_fields(boundary)]) + CRLF + CRLF
         pattern = tokens.pattern
         self._text = _Body.split(text_body, pattern, _qp)
         self._html = _Body.split(html_body, pattern, _qp)
-        self._text_head = (part_head % "plain").encode()
-        self._html_head = (CRLF + part_head % "html").encode()
-        self._tail = f"{CRLF}--{boundary}--{CRLF}".encode()
+        self._text_head, self._html_head, self._tail = _multipart_heads(boundary)
 
     def personalize(self, recipient: Recipient, *, now: datetime) -> Envelope:
-        """The complete message for one recipient, as bytes ready for ``sendmail``."""
-        name = header_safe(recipient.name)
-        unsubscribe = self._unsubscribe_url(recipient)
+        """The complete message for one recipient, as bytes ready for SMTP.
+
+        Raises ``UnsendableAddress`` (or, on a bug, anything): the caller fails this one
+        delivery with the reason and goes on with the others.
+        """
+        name = clean_text(recipient.name, MAX_NAME_CHARS)
+        address, utf8 = wire_address(recipient.email)
+        smtputf8 = utf8 or self._sender_utf8
         message_id = f"<{self._digest_id}.{recipient.delivery_id}.{self._id_salt}@{self.domain}>"
-        list_unsubscribe = f"<{unsubscribe}>"
-        if self._mailto:
-            list_unsubscribe += f",{CRLF} <mailto:{self._mailto}?subject=unsubscribe>"
-        head = self._header_template.format(
-            to=formataddr((name, recipient.email), charset="utf-8"),
-            date=format_datetime(now),
-            message_id=message_id,
-            list_unsubscribe=list_unsubscribe,
-        )
-        plain = {
+        head = [
+            self._from,
+            mailbox_field("To", name, address),
+            CRLF,
+            self._subject,
+            f"Date: {format_datetime(now)}{CRLF}Message-ID: {message_id}{CRLF}",
+            self._list_id,
+        ]
+        if self._unsubscribe_url is not None:
+            unsubscribe = self._unsubscribe_url(recipient)
+            links = [f"<{ascii_url(unsubscribe)}>"]
+            if self._mailto:
+                links = [links[0] + ",", self._mailto]
+            head += [
+                tokens_field("List-Unsubscribe", links),
+                CRLF,
+                "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+                CRLF,
+            ]
+            text_unsubscribe = html_unsubscribe = unsubscribe
+        else:
+            text_unsubscribe = TEST_COPY_UNSUBSCRIBE_TEXT
+            html_unsubscribe = TEST_COPY_UNSUBSCRIBE_HREF
+        head.append(self._head_tail)
+        values = {
             "name": name or NAME_FALLBACK,
             "email": recipient.email,
-            "unsubscribe_url": unsubscribe,
-            **{ATTR_PREFIX + k: v for k, v in recipient.attrs.items()},
+            **{
+                ATTR_PREFIX + k: clean_text(str(v), MAX_ATTR_CHARS)
+                for k, v in recipient.attrs.items()
+            },
         }
-        text_values = {k: _SOFT_BREAK + _qp(v) + _SOFT_BREAK for k, v in plain.items()}
+        text_values = {k: _SOFT_BREAK + _qp(v) + _SOFT_BREAK for k, v in values.items()}
         html_values = {
-            k: _SOFT_BREAK + _qp(html.escape(v, quote=True)) + _SOFT_BREAK for k, v in plain.items()
+            k: _SOFT_BREAK + _qp(html.escape(v, quote=True)) + _SOFT_BREAK
+            for k, v in values.items()
         }
+        text_values["unsubscribe_url"] = _SOFT_BREAK + _qp(text_unsubscribe) + _SOFT_BREAK
+        html_values["unsubscribe_url"] = (
+            _SOFT_BREAK + _qp(html.escape(html_unsubscribe, quote=True)) + _SOFT_BREAK
+        )
         data = b"".join(
             (
-                head.encode("ascii"),
+                "".join(head).encode("utf-8" if smtputf8 else "ascii"),
                 self._text_head,
                 self._text.join(text_values),
                 self._html_head,
@@ -185,9 +227,7 @@ class PreparedMessage:
         )
         if self._dkim_sign is not None:
             data = self._dkim_sign(data)
-        return Envelope(
-            sender=self.sender, recipient=recipient.email, data=data, message_id=message_id
-        )
+        return Envelope(self.sender, address, data, message_id, smtputf8)
 
 
 def fill_tokens(text: str, tokens: TokenSet, values: Mapping[str, str], *, escape: bool) -> str:
@@ -212,26 +252,34 @@ def confirmation_message(
     dkim_sign: Callable[[bytes], bytes] | None = None,
 ) -> Envelope:
     """The double opt-in email for one address: a small text + HTML message, built whole."""
-    from email.headerregistry import Address
-    from email.message import EmailMessage
-    from email.policy import SMTP
-    from email.utils import make_msgid
-
     sender = settings.newsletter
-    from_address = str(sender.from_address)
+    from_address, sender_utf8 = wire_address(str(sender.from_address))
+    address, utf8 = wire_address(to)
     domain = from_address.rpartition("@")[2]
-    message = EmailMessage(policy=SMTP)
-    message["From"] = Address(header_safe(sender.from_name), addr_spec=from_address)
-    message["To"] = Address(header_safe(name), addr_spec=to)
-    message["Subject"] = header_safe(subject)
-    message["Date"] = format_datetime(now)
     message_id = make_msgid(domain=domain)
-    message["Message-ID"] = message_id
+    boundary = "=_nl_" + secrets.token_hex(12)
+    fields = [
+        mailbox_field("From", clean_text(sender.from_name), from_address),
+        mailbox_field("To", clean_text(name, MAX_NAME_CHARS), address),
+        text_field("Subject", clean_text(subject)),
+        f"Date: {format_datetime(now)}",
+        f"Message-ID: {message_id}",
+    ]
     if sender.reply_to:
-        message["Reply-To"] = str(sender.reply_to)
-    message.set_content(text_body, cte="quoted-printable")
-    message.add_alternative(html_body, subtype="html", cte="quoted-printable")
-    data = message.as_bytes()
+        fields.append("Reply-To: " + wire_address(str(sender.reply_to))[0])
+    fields += _mime_fields(boundary)
+    text_head, html_head, tail = _multipart_heads(boundary)
+    smtputf8 = utf8 or sender_utf8
+    data = b"".join(
+        (
+            (CRLF.join(fields) + CRLF + CRLF).encode("utf-8" if smtputf8 else "ascii"),
+            text_head,
+            _qp(text_body),
+            html_head,
+            _qp(html_body),
+            tail,
+        )
+    )
     if dkim_sign is not None:
         data = dkim_sign(data)
-    return Envelope(sender=from_address, recipient=to, data=data, message_id=message_id)
+    return Envelope(from_address, address, data, message_id, smtputf8)
