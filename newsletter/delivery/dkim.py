@@ -1,4 +1,11 @@
-"""Optional DKIM signing (dkimpy) with a configured key and selector."""
+"""Optional DKIM signing (dkimpy) with a configured key and selector.
+
+Signatures use ``relaxed/relaxed`` canonicalization, which survives the rewrapping and
+whitespace changes relays make. The fields a forger would most like to add a second copy of
+(From, Subject, Reply-To, List-Unsubscribe, List-Unsubscribe-Post) are signed one extra time
+("over-signed", RFC 6376 section 8.15): a copy added in transit, or a Reply-To added to a
+message that had none, breaks the signature.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +15,12 @@ import dkim
 
 from newsletter.config import DkimSettings
 from newsletter.errors import ConfigError
+from newsletter.headers import UnsendableAddress, ascii_domain
 
-_SIGNED_HEADERS = [
-    b"from",
-    b"to",
-    b"subject",
-    b"date",
-    b"message-id",
-    b"list-id",
-    b"list-unsubscribe",
-    b"list-unsubscribe-post",
-    b"mime-version",
-    b"content-type",
-]
+_OVERSIGNED = [b"from", b"subject", b"reply-to", b"list-unsubscribe", b"list-unsubscribe-post"]
+_SIGNED_ONCE = [b"to", b"date", b"message-id", b"list-id", b"mime-version", b"content-type"]
+SIGNED_HEADERS = _OVERSIGNED + _OVERSIGNED + _SIGNED_ONCE
+CANONICALIZATION = (b"relaxed", b"relaxed")
 
 
 def make_signer(settings: DkimSettings, *, default_domain: str) -> Callable[[bytes], bytes] | None:
@@ -36,11 +36,19 @@ def make_signer(settings: DkimSettings, *, default_domain: str) -> Callable[[byt
             f"[dkim] private_key_file: cannot read {settings.private_key_file}: {exc.strerror}"
         ) from None
     selector = settings.selector.encode()
-    domain = (settings.domain or default_domain).encode()
+    try:
+        domain = ascii_domain(settings.domain or default_domain).encode()
+    except UnsendableAddress as exc:
+        raise ConfigError(f"[dkim] domain: {exc}") from None
 
     def sign(message: bytes) -> bytes:
         signature: bytes = dkim.sign(
-            message, selector, domain, key, include_headers=_SIGNED_HEADERS
+            message,
+            selector,
+            domain,
+            key,
+            canonicalize=CANONICALIZATION,
+            include_headers=SIGNED_HEADERS,
         )
         return signature + message
 
