@@ -229,7 +229,7 @@ def test_a_stop_finishes_in_flight_messages_and_the_next_run_sends_the_rest(make
     assert Counter(handler.recipients()) == Counter(everyone)  # nobody twice, nobody missed
 
 
-def test_a_bug_while_personalizing_stops_the_send_without_leaving_rows_in_flight(
+def test_a_bug_while_personalizing_one_message_fails_only_that_delivery(
     make_context, monkeypatch: pytest.MonkeyPatch
 ):
     original = PreparedMessage.personalize
@@ -243,15 +243,20 @@ def test_a_bug_while_personalizing_stops_the_send_without_leaving_rows_in_flight
     handler = RecordingHandler()
     with SmtpTestServer(handler) as server:
         ctx = make_context(smtp={"port": server.port, "connections": 2, "claim_batch": 4})
-        add_readers(ctx, 80)
+        everyone = add_readers(ctx, 80)
 
-        with pytest.raises(RuntimeError, match="template bug"):
-            app.send_now(ctx)
+        summary = app.send_now(ctx)
 
+    assert summary.report is not None and summary.report.counts == {"sent": 79, "failed": 1}
     states = emails_by_state(ctx)
-    assert "sending" not in states and "failed" not in states
-    assert states["sent"] == set(handler.recipients())
-    assert "reader00030@example.org" in states["pending"]
+    assert states["failed"] == {"reader00030@example.org"}
+    assert states["sent"] == set(everyone) - states["failed"] == set(handler.recipients())
+    with ctx.store.atomic() as conn:
+        error = conn.execute(
+            select(deliveries.c.last_error).where(deliveries.c.state == "failed")
+        ).scalar_one()
+        assert conn.execute(select(digests.c.state)).scalar_one() == "sent"
+    assert error == "cannot build the message: RuntimeError: template bug"
 
 
 def test_a_send_that_lost_its_lock_stops(make_context, clock):

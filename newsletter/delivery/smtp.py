@@ -53,7 +53,13 @@ def connect(settings: SmtpSettings) -> smtplib.SMTP:
     return client
 
 
-def send_message(client: smtplib.SMTP, sender: str, recipient: str, data: bytes) -> None:
+class SmtpUtf8Unsupported(smtplib.SMTPNotSupportedError):
+    """The message needs SMTPUTF8 (a non-ASCII local part) and the server does not offer it."""
+
+
+def send_message(
+    client: smtplib.SMTP, sender: str, recipient: str, data: bytes, *, smtputf8: bool = False
+) -> None:
     """One SMTP transaction for one recipient: what ``client.sendmail`` does, with less work.
 
     It raises what ``sendmail`` raises (``SMTPSenderRefused``, ``SMTPRecipientsRefused``,
@@ -62,10 +68,23 @@ def send_message(client: smtplib.SMTP, sender: str, recipient: str, data: bytes)
     are written as they are (they were validated on the way in) instead of being parsed again,
     and dot-stuffing is a byte replace instead of a regular expression over the whole message
     (the same transformation as smtplib's: a dot at the start of any line is doubled).
+
+    ``smtputf8``: the addresses or headers are UTF-8 (RFC 6531). Sent with the SMTPUTF8
+    parameter when the server offers it; otherwise ``SmtpUtf8Unsupported`` before any command.
     """
     client.ehlo_or_helo_if_needed()
-    size = f" SIZE={len(data)}" if client.does_esmtp and client.has_extn("size") else ""
-    client.putcmd("mail", f"FROM:<{sender}>{size}")
+    options = ""
+    if smtputf8:
+        if not client.has_extn("smtputf8"):
+            raise SmtpUtf8Unsupported(
+                f"the server does not offer SMTPUTF8, which the address {recipient!r} needs "
+                "(its local part is not ASCII)"
+            )
+        options = " SMTPUTF8" + (" BODY=8BITMIME" if client.has_extn("8bitmime") else "")
+    client.command_encoding = "utf-8" if smtputf8 else "ascii"
+    if client.does_esmtp and client.has_extn("size"):
+        options += f" SIZE={len(data)}"
+    client.putcmd("mail", f"FROM:<{sender}>{options}")
     code, reply = client.getreply()
     if code != 250:
         _abort(client, code)
@@ -159,6 +178,8 @@ def classify(exc: BaseException, recipient: str) -> SendFailure:
         return SendFailure(
             False, f"sender refused: {_describe(exc)}", connection_lost=code == 421 or code < 400
         )
+    if isinstance(exc, smtplib.SMTPNotSupportedError):
+        return SendFailure(True, str(exc), connection_lost=False)
     if isinstance(exc, smtplib.SMTPServerDisconnected):
         return SendFailure(False, f"connection lost: {_describe(exc)}", connection_lost=True)
     if isinstance(exc, smtplib.SMTPResponseException):

@@ -10,6 +10,7 @@ The coordinator, :class:`newsletter.delivery.engine.DeliveryEngine`, records the
 
 from __future__ import annotations
 
+import logging
 import queue
 import random
 import smtplib
@@ -24,11 +25,13 @@ from newsletter.config import SmtpSettings
 from newsletter.delivery.ratelimit import RateLimiter
 from newsletter.delivery.smtp import classify, close_quietly, connect, drop, send_message
 from newsletter.errors import DeliveryError
+from newsletter.headers import UnsendableAddress
 from newsletter.message import PreparedMessage
 from newsletter.models import DeliveryState, Recipient
 from newsletter.store.outbox import Outcome
 
 Clock = Callable[[], datetime]
+log = logging.getLogger(__name__)
 IDLE_CHECK_SECONDS = 10.0  # a connection idle this long is checked with NOOP before reuse
 
 
@@ -90,18 +93,31 @@ class SmtpWorker(threading.Thread):
                 return
             try:
                 results.append(self._send(recipient))
-            except BaseException as exc:  # a bug, not an SMTP problem: stop the whole send
+            except BaseException as exc:  # not one message's problem (_send keeps those): stop
                 results.extend(Released(r.delivery_id) for r in chunk[i:])
                 shared.on_error(exc)
                 return
 
     def _send(self, recipient: Recipient) -> Outcome:
+        """Build and send one recipient's message. Whatever goes wrong with this one message
+        (its data cannot be encoded, the server refuses it, a bug) becomes this delivery's
+        outcome with the reason; it never stops the send for everyone else."""
         shared = self.shared
         attempts = recipient.attempts + 1
-        envelope = shared.message.personalize(recipient, now=shared.clock())
+        try:
+            envelope = shared.message.personalize(recipient, now=shared.clock())
+        except Exception as exc:
+            log.warning("delivery %s: cannot build the message: %s", recipient.delivery_id, exc)
+            return self._failed(recipient, attempts, f"cannot build the message: {_reason(exc)}")
         try:
             client = self._usable_client()
-            send_message(client, envelope.sender, envelope.recipient, envelope.data)
+            send_message(
+                client,
+                envelope.sender,
+                envelope.recipient,
+                envelope.data,
+                smtputf8=envelope.smtputf8,
+            )
         except DeliveryError as exc:  # could not (re)connect or log in
             return self._temporary(recipient, attempts, str(exc), connection=True)
         except (OSError, smtplib.SMTPException) as exc:
@@ -111,17 +127,24 @@ class SmtpWorker(threading.Thread):
                 self.client = None
             # Otherwise send_message has sent RSET: the connection is ready for the next.
             if failure.permanent:
-                return Outcome(
-                    recipient.delivery_id, DeliveryState.FAILED, attempts, error=failure.reason
-                )
+                return self._failed(recipient, attempts, failure.reason)
             return self._temporary(
                 recipient, attempts, failure.reason, connection=failure.connection_lost
             )
+        except Exception as exc:  # a bug while sending: this message fails, the connection goes
+            log.warning("delivery %s: cannot send the message: %s", recipient.delivery_id, exc)
+            drop(self.client)
+            self.client = None
+            return self._failed(recipient, attempts, f"cannot send the message: {_reason(exc)}")
         self.on_connection += 1
         self.last_used = time.monotonic()
         return Outcome(
             recipient.delivery_id, DeliveryState.SENT, attempts, message_id=envelope.message_id
         )
+
+    @staticmethod
+    def _failed(recipient: Recipient, attempts: int, reason: str) -> Outcome:
+        return Outcome(recipient.delivery_id, DeliveryState.FAILED, attempts, error=reason)
 
     def _temporary(
         self, recipient: Recipient, attempts: int, reason: str, *, connection: bool
@@ -165,3 +188,11 @@ class SmtpWorker(threading.Thread):
             self.on_connection = 0
             self.last_used = time.monotonic()
         return self.client
+
+
+def _reason(exc: BaseException) -> str:
+    """One line naming the error, short enough for the outbox and ``status``."""
+    text = " ".join(str(exc).split())
+    if not isinstance(exc, UnsendableAddress):  # not an expected refusal: say what kind
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text[:300]
