@@ -1,4 +1,13 @@
-"""Real SMTP servers for tests: aiosmtpd on 127.0.0.1, with handlers that misbehave on purpose."""
+"""Real SMTP servers for tests: aiosmtpd on 127.0.0.1, strict, with handlers that misbehave on
+purpose.
+
+Strict like a picky MTA (Postfix with ``smtpd_forbid_bare_newline = reject``, qmail,
+chasquid): a message with a bare LF or CR, a line over 998 octets, or 8-bit octets outside an
+SMTPUTF8 or 8BITMIME transaction is refused with a 5xx. SMTPUTF8 is offered only when asked
+(``SmtpTestServer(smtputf8=True)``). And every message received is checked against the wire
+rules of ``tests/wire.py``: a message that breaks one is refused too, recorded in
+``handler.violations``, and fails the test when the server stops.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +15,6 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
 
@@ -15,6 +23,9 @@ from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import Envelope, Session
 
 from newsletter.inbox import free_port
+from tests import wire
+
+FULL_CHECKS = 5  # messages per server checked with the full parse; the rest with the quick one
 
 
 @dataclass
@@ -22,11 +33,23 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    smtputf8: bool = False  # sent with the SMTPUTF8 parameter
 
     def parse(self) -> EmailMessage:
-        message = message_from_bytes(self.data, policy=policy.default)
-        assert isinstance(message, EmailMessage)
-        return message
+        return wire.parse(self.data, smtputf8=self.smtputf8)
+
+
+def strict_refusal(envelope: Envelope) -> str | None:
+    """The 5xx a strict MTA gives this message's raw bytes, or None if it takes them."""
+    data = envelope.original_content or b""
+    if b"\r" in data.replace(b"\r\n", b"") or b"\n" in data.replace(b"\r\n", b""):
+        return "550 5.6.0 bare CR or LF in the message (RFC 5322 section 2.3)"
+    if any(len(line) > wire.MAX_LINE_OCTETS for line in data.split(b"\r\n")):
+        return "550 5.6.0 line over 998 octets (RFC 5322 section 2.1.1)"
+    eight_bit = envelope.smtp_utf8 or "BODY=8BITMIME" in (o.upper() for o in envelope.mail_options)
+    if not eight_bit and not data.isascii():
+        return "550 5.6.7 8-bit data without SMTPUTF8 or BODY=8BITMIME"
+    return None
 
 
 @dataclass
@@ -45,6 +68,8 @@ class RecordingHandler:
     max_open_sessions: int = 0
     accepted_at: list[float] = field(default_factory=list)
     clock: Callable[[], float] | None = None
+    violations: list[tuple[str, list[str]]] = field(default_factory=list)  # (rcpt, problems)
+    checked: int = 0
 
     async def handle_RCPT(
         self,
@@ -65,6 +90,22 @@ class RecordingHandler:
 
     async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
         rcpt = envelope.rcpt_tos[0] if envelope.rcpt_tos else ""
+        content = envelope.original_content or b""
+        refusal = strict_refusal(envelope)
+        with self.lock:
+            self.checked += 1
+            full = self.checked <= FULL_CHECKS  # the stdlib's whole-message parse is slow
+        found = (
+            [refusal]
+            if refusal
+            else wire.problems(
+                content, rcpt_tos=envelope.rcpt_tos, smtputf8=envelope.smtp_utf8, full=full
+            )
+        )
+        if found:
+            with self.lock:
+                self.violations.append((rcpt, found))
+            return refusal or "554 5.6.0 message does not conform: " + found[0][:200]
         reply = self.data_reply(envelope, self.attempts[rcpt]) if self.data_reply else None
         if reply:
             return reply
@@ -73,7 +114,8 @@ class RecordingHandler:
                 Received(
                     str(envelope.mail_from),
                     list(envelope.rcpt_tos),
-                    envelope.original_content or b"",
+                    content,
+                    smtputf8=bool(envelope.smtp_utf8),
                 )
             )
             if self.clock:
@@ -113,22 +155,45 @@ class CountingController(Controller):
 
 
 class SmtpTestServer:
-    """``with SmtpTestServer() as server:`` a real SMTP server on an ephemeral loopback port."""
+    """``with SmtpTestServer() as server:`` a real, strict SMTP server on a loopback port.
 
-    def __init__(self, handler: RecordingHandler | None = None, **smtp_kwargs: Any) -> None:
+    ``smtputf8``: offer SMTPUTF8 (RFC 6531). Leaving the ``with`` block fails the test if any
+    message broke the wire rules (unless the block already failed, or ``expect_violations``).
+    """
+
+    def __init__(
+        self,
+        handler: RecordingHandler | None = None,
+        *,
+        smtputf8: bool = False,
+        expect_violations: bool = False,
+        **smtp_kwargs: Any,
+    ) -> None:
         self.handler = handler or RecordingHandler()
         self.host = "127.0.0.1"
         self.port = free_port()
+        self.expect_violations = expect_violations
         self._controller = CountingController(
-            self.handler, hostname=self.host, port=self.port, ready_timeout=10, **smtp_kwargs
+            self.handler,
+            hostname=self.host,
+            port=self.port,
+            ready_timeout=10,
+            enable_SMTPUTF8=smtputf8,
+            **smtp_kwargs,
         )
 
     def __enter__(self) -> SmtpTestServer:
         self._controller.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         self._controller.stop()
+        violations = self.handler.violations
+        if violations and exc_type is None and not self.expect_violations:
+            lines = [f"{rcpt}: {'; '.join(found)}" for rcpt, found in violations[:5]]
+            raise AssertionError(
+                f"{len(violations)} messages broke the wire rules:\n  " + "\n  ".join(lines)
+            )
 
     @property
     def received(self) -> list[Received]:
