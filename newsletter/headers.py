@@ -87,8 +87,9 @@ def wire_address(address: str) -> tuple[str, bool]:
     local, at, domain = address.rpartition("@")
     if not (at and local and domain):
         raise UnsendableAddress(f"{address!r} is not an email address")
+    ascii_form = ascii_domain(domain)  # also checks a domain kept in Unicode below
     if local.isascii():
-        return f"{local}@{ascii_domain(domain)}", False
+        return f"{local}@{ascii_form}", False
     return address, True
 
 
@@ -112,23 +113,32 @@ def ascii_url(url: str) -> str:
     )
 
 
+def _octets(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
 class _Field:
-    """One header field being written: tokens joined by single spaces, folded at ``LINE``."""
+    """One header field being written: tokens joined by single spaces, folded at ``LINE``
+    octets (a UTF-8 address counts in octets, RFC 6532)."""
 
     def __init__(self, name: str) -> None:
         self.done: list[str] = []
         self.line = name + ":"
+        self.width = len(self.line)
         self.empty = True  # nothing on the current line after the field name
 
     def fold(self) -> None:
         self.done.append(self.line)
         self.line = ""
+        self.width = 0
         self.empty = True
 
     def add(self, token: str) -> None:
-        if not self.empty and len(self.line) + 1 + len(token) > LINE:
+        width = _octets(token)
+        if not self.empty and self.width + 1 + width > LINE:
             self.fold()
         self.line += " " + token
+        self.width += 1 + width
         self.empty = False
 
     def add_encoded(self, text: str) -> None:
@@ -136,7 +146,7 @@ class _Field:
         data = text.encode("utf-8")
         start = 0
         while start < len(data):
-            room = LINE - len(self.line) - 1
+            room = LINE - self.width - 1
             if room < _MIN_EW and not self.empty:
                 self.fold()
                 room = LINE - 1
@@ -144,8 +154,9 @@ class _Field:
             end = min(start + size, len(data))
             while end < len(data) and data[end] & 0xC0 == 0x80:  # never split a character
                 end -= 1
-            word = base64.b64encode(data[start:end]).decode("ascii")
-            self.line += f" {_EW_HEAD}{word}?="
+            word = f"{_EW_HEAD}{base64.b64encode(data[start:end]).decode('ascii')}?="
+            self.line += " " + word
+            self.width += 1 + len(word)
             self.empty = False
             start = end
 
@@ -195,9 +206,10 @@ def text_field(name: str, value: str) -> str:
 def mailbox_field(name: str, display_name: str, address: str) -> str:
     """``Name: display name <address>``; the name must be clean, the address a wire address."""
     if not display_name:
-        return f"{name}: {address}"
+        return f"{name}: {address}"  # one token: nothing to fold
     if (
-        len(name) + len(display_name) + len(address) + 5 <= LINE
+        address.isascii()
+        and len(name) + len(display_name) + len(address) + 5 <= LINE
         and _ATEXT_PHRASE.fullmatch(display_name)
         and "=?" not in display_name
     ):

@@ -106,6 +106,8 @@ class SmtpWorker(threading.Thread):
         attempts = recipient.attempts + 1
         try:
             envelope = shared.message.personalize(recipient, now=shared.clock())
+        except UnsendableAddress as exc:  # the address has no form that can be sent
+            return self._failed(recipient, attempts, _reason(exc))
         except Exception as exc:
             log.warning("delivery %s: cannot build the message: %s", recipient.delivery_id, exc)
             return self._failed(recipient, attempts, f"cannot build the message: {_reason(exc)}")
