@@ -23,8 +23,9 @@ class DeliveryState(enum.StrEnum):
 
 class DigestState(enum.StrEnum):
     SENDING = "sending"  # outbox created, deliveries still pending
-    SENT = "sent"  # every delivery is sent or failed
+    SENT = "sent"  # every delivery is sent or failed, and at least one was sent
     PAUSED = "paused"  # stopped after too many consecutive failures; resumable
+    FAILED = "failed"  # finished and nobody received it; its articles go to the next digest
 
 
 @dataclass(frozen=True)

@@ -180,16 +180,18 @@ def test_sigkill_mid_send_then_resume_misses_nobody_and_repeats_only_sending_row
     assert all(len(found) == 1 for found in ids.values())
 
 
-def test_sigterm_stops_cleanly_after_the_messages_in_flight(cli_send: CliSend):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_cleanly_after_the_messages_in_flight(cli_send: CliSend, signum: int):
     ctx, handler = cli_send.ctx, cli_send.handler
     child = cli_send.start()
 
-    code = cli_send.signal_at(child, 0.3, signal.SIGTERM)
+    code = cli_send.signal_at(child, 0.3, signum)
 
-    assert code == 0
+    # 130 for Ctrl-C, 143 for SIGTERM: a scheduler sees the send did not finish.
+    assert code == 128 + signum
     assert child.stdout is not None and child.stderr is not None
     out, err = child.stdout.read().decode(), child.stderr.read().decode()
-    assert "SIGTERM: stopping after the messages in flight" in err
+    assert f"{signal.Signals(signum).name}: stopping after the messages in flight" in err
     assert "stopped early (resumable with send-now)" in out
     states = emails_by_state(ctx)
     assert "sending" not in states

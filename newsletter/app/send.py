@@ -16,10 +16,11 @@ from newsletter.app.digest import NextDigest, next_digest
 from newsletter.config import is_loopback_host
 from newsletter.delivery.dkim import make_signer
 from newsletter.delivery.engine import DeliveryEngine, Progress, SendReport
-from newsletter.delivery.smtp import close_quietly, connect
+from newsletter.delivery.smtp import classify, close_quietly, connect, send_message
 from newsletter.errors import DeliveryError, DeliveryPaused, SendInProgress, SubscriberError
+from newsletter.headers import UnsendableAddress, wire_address
 from newsletter.message import Envelope, PreparedMessage
-from newsletter.models import DigestState, Recipient
+from newsletter.models import DigestState, Recipient, SubscriberState
 from newsletter.personalization import TokenSet
 from newsletter.store import digests as digest_rows
 from newsletter.store import locks, outbox
@@ -47,6 +48,11 @@ class SendSummary:
     @property
     def interrupted(self) -> bool:
         return any(r.interrupted for r in self.all_reports())
+
+    @property
+    def failed(self) -> list[SendReport]:
+        """The digests of this run that finished without reaching anybody."""
+        return [r for r in self.all_reports() if r.digest_failed]
 
     def all_reports(self) -> list[SendReport]:
         return self.resumed + ([self.report] if self.report else [])
@@ -96,10 +102,8 @@ def send_lock(ctx: Context) -> Iterator[_SendLock]:
 
 def dkim_signer(ctx: Context) -> Callable[[bytes], bytes] | None:
     """The configured DKIM signer, or None; ``ConfigError`` if the key is unusable."""
-    return make_signer(
-        ctx.settings.dkim,
-        default_domain=str(ctx.settings.newsletter.from_address).rpartition("@")[2],
-    )
+    sender, _ = wire_address(str(ctx.settings.newsletter.from_address))
+    return make_signer(ctx.settings.dkim, default_domain=sender.rpartition("@")[2])
 
 
 def prepare_message(ctx: Context, digest: digest_rows.StoredDigest) -> PreparedMessage:
@@ -146,7 +150,10 @@ def deliver_digest(
         if report.paused_reason:
             digest_rows.set_digest_state(conn, digest_id, DigestState.PAUSED, now=ctx.clock())
         elif report.finished:
-            digest_rows.set_digest_state(conn, digest_id, DigestState.SENT, now=ctx.clock())
+            # Nobody received it: failed, and its articles are free for the next digest.
+            report.digest_failed = not report.counts.get("sent")
+            state = DigestState.FAILED if report.digest_failed else DigestState.SENT
+            digest_rows.set_digest_state(conn, digest_id, state, now=ctx.clock())
     log.info(
         "digest %s: %d sent, %d failed, %d to retry%s",
         digest_id,
@@ -155,6 +162,12 @@ def deliver_digest(
         report.retried,
         " (interrupted; resumable)" if report.interrupted else "",
     )
+    if report.digest_failed:  # the callers say so too: send-now exits 3 with one line
+        log.info(
+            "digest %s reached nobody (%d failed); its articles go to the next digest",
+            digest_id,
+            report.counts.get("failed", 0),
+        )
     if bounced:
         log.info(
             "digest %s: %d addresses bounced for good; they get no more digests", digest_id, bounced
@@ -183,13 +196,14 @@ def send_now(
             summary.problems = gathered.problems
             if upcoming is None:
                 summary.skipped_reason = "no new articles since the last digest"
+            elif not _has_active_subscribers(ctx):
+                summary.skipped_reason = (
+                    "no active subscribers, so no digest was made (the new articles wait)"
+                )
+                upcoming = None
         if not unfinished and upcoming is None:
             return summary
-        # Fail fast, before any row is touched: a bad DKIM key, an unreachable server, a
-        # refused login each stop the send here with one line saying what to check.
-        dkim_signer(ctx)
-        _warn_if_links_are_forgeable(ctx)
-        connection: smtplib.SMTP | None = connect(ctx.settings.smtp)
+        connection: smtplib.SMTP | None = first_connection(ctx)
         try:
             for digest_id in unfinished:
                 log.info("resuming unfinished digest %s", digest_id)
@@ -213,6 +227,17 @@ def send_now(
         finally:
             close_quietly(connection)
     return summary
+
+
+def first_connection(ctx: Context) -> smtplib.SMTP:
+    """Check what can stop a send before any row is touched, then connect.
+
+    A bad DKIM key, links that would be forgeable, an unreachable server, a refused login each
+    stop the send here with one line saying what to check.
+    """
+    dkim_signer(ctx)
+    _warn_if_links_are_forgeable(ctx)
+    return connect(ctx.settings.smtp)
 
 
 def _warn_if_links_are_forgeable(ctx: Context) -> None:
@@ -242,8 +267,17 @@ def _raise_if_paused(report: SendReport) -> None:
         raise DeliveryPaused(f"digest {report.digest_id}: {report.paused_reason}")
 
 
+def _has_active_subscribers(ctx: Context) -> bool:
+    with ctx.store.atomic() as conn:
+        return bool(subscriber_rows.count_by_state(conn).get(SubscriberState.ACTIVE.value))
+
+
 def send_test_copy(ctx: Context, address: str) -> tuple[Envelope, NextDigest]:
-    """Send the next digest to one address as a test; nothing is marked as sent."""
+    """Send the next digest to one address as a test; nothing is marked as sent.
+
+    Signed like the real thing. An address that is not on the list gets no unsubscribe link
+    (there is nobody to unsubscribe): no List-Unsubscribe fields, a note in the bodies.
+    """
     to = normalize_address(address)
     upcoming, _ = next_digest(ctx, remember=False)
     if upcoming is None:
@@ -264,15 +298,22 @@ def send_test_copy(ctx: Context, address: str) -> tuple[Envelope, NextDigest]:
         text_body=upcoming.rendered.text,
         tokens=upcoming.tokens,
         settings=ctx.settings,
-        unsubscribe_url=lambda r: ctx.unsubscribe_url(r.subscriber_id),
+        unsubscribe_url=(lambda r: ctx.unsubscribe_url(r.subscriber_id)) if known else None,
+        dkim_sign=dkim_signer(ctx),
     )
-    envelope = message.personalize(recipient, now=ctx.clock())
+    try:
+        envelope = message.personalize(recipient, now=ctx.clock())
+    except UnsendableAddress as exc:
+        raise SubscriberError(f"cannot send a test copy to {to}: {exc}") from None
     client = connect(ctx.settings.smtp)
     try:
-        client.sendmail(envelope.sender, [envelope.recipient], envelope.data)
+        send_message(
+            client, envelope.sender, envelope.recipient, envelope.data, smtputf8=envelope.smtputf8
+        )
     except (OSError, smtplib.SMTPException) as exc:
+        reason = classify(exc, envelope.recipient).reason
         raise DeliveryError(
-            f"the SMTP server did not accept the test copy for {to}: {exc}"
+            f"the SMTP server did not accept the test copy for {to}: {reason}"
         ) from None
     finally:
         close_quietly(client)
@@ -307,3 +348,9 @@ def digest_status(ctx: Context, *, limit: int = 10) -> list[DigestStatus]:
             )
             for d in recent
         ]
+
+
+def digest_failure_reasons(ctx: Context, digest_id: int) -> list[tuple[str, int]]:
+    """The most common reasons the deliveries of a digest failed, with their counts."""
+    with ctx.store.atomic() as conn:
+        return digest_rows.failure_reasons(conn, digest_id)

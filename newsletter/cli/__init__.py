@@ -9,7 +9,7 @@ import click
 from newsletter import __version__
 from newsletter.cli.base import CliState, run_guarded
 from newsletter.cli.schedule import run, show_schedule
-from newsletter.cli.send import demo, inbox, preview, send_now, status
+from newsletter.cli.send import demo, inbox, preview, resend, send_now, status
 from newsletter.cli.serve import serve
 from newsletter.cli.sources import sources
 from newsletter.cli.subscribers import subscribers
@@ -40,8 +40,9 @@ def cli(ctx: click.Context, config_path: str | None, verbose: bool, quiet: bool)
     ctx.call_on_close(ctx.obj.close)
 
 
-for command in (demo, send_now, preview, status, inbox, subscribers, sources, run, show_schedule):
+for command in (demo, send_now, resend, preview, status, inbox, subscribers, sources, run):
     cli.add_command(command)
+cli.add_command(show_schedule)
 cli.add_command(serve)
 
 

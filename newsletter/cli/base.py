@@ -46,10 +46,21 @@ class CliState:
 pass_state = click.make_pass_decorator(CliState)
 
 
+class StopSignal(threading.Event):
+    """Set by SIGINT or SIGTERM; ``signum`` says which came first."""
+
+    signum: int | None = None
+
+    def exit_code(self) -> int | None:
+        """128 + the signal number, as shells report a process a signal stopped (130 for
+        Ctrl-C, 143 for SIGTERM); None when no signal came."""
+        return 128 + self.signum if self.signum is not None else None
+
+
 @contextmanager
-def stop_on_signals() -> Iterator[threading.Event]:
+def stop_on_signals() -> Iterator[StopSignal]:
     """SIGINT/SIGTERM set the event (finish in-flight messages, then stop); a second one aborts."""
-    stop = threading.Event()
+    stop = StopSignal()
 
     def handle(signum: int, _frame: FrameType | None) -> None:
         if stop.is_set():
@@ -59,6 +70,7 @@ def stop_on_signals() -> Iterator[threading.Event]:
             "(the send resumes with the next run)",
             err=True,
         )
+        stop.signum = signum
         stop.set()
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}

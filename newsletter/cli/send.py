@@ -1,4 +1,4 @@
-"""Commands that build and send digests: demo, send-now, preview, status, inbox."""
+"""Commands that build and send digests: demo, send-now, resend, preview, status, inbox."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from pathlib import Path
 import click
 
 from newsletter import app
-from newsletter.app.send import digest_status
-from newsletter.cli.base import CliState, pass_state, stop_on_signals
+from newsletter.app.resend import resend_failed
+from newsletter.app.send import digest_failure_reasons, digest_status
+from newsletter.cli.base import CliState, StopSignal, pass_state, stop_on_signals
 from newsletter.config import Settings
-from newsletter.errors import UsageError
+from newsletter.delivery.engine import SendReport
+from newsletter.errors import DeliveryError, UsageError
 from newsletter.inbox import CaptureInbox
 from newsletter.logs import progress_for
 from newsletter.message import fill_tokens
@@ -28,23 +30,50 @@ PREVIEW_VALUES = {
 }
 
 
+def _report_line(report: SendReport) -> str:
+    line = f"{report.sent} sent, {report.failed} failed"
+    if report.counts.get("pending"):
+        line += f", {report.counts['pending']} left to retry"
+    if report.interrupted:
+        line += ", stopped early (resumable with send-now)"
+    if report.digest_failed:
+        line += ": nobody received it"
+    return line
+
+
 def _print_summary(summary: app.SendSummary) -> None:
     for report in summary.resumed:
-        click.echo(
-            f"resumed digest {report.digest_id}: {report.sent} sent, {report.failed} failed"
-            + (", stopped early (resumable)" if report.interrupted else "")
-        )
+        click.echo(f"resumed digest {report.digest_id}: {_report_line(report)}")
     if summary.report is not None:
-        r = summary.report
         click.echo(
             f"digest {summary.digest_id} \u201c{summary.subject}\u201d: "
-            f"{summary.articles} articles, "
-            f"{r.sent} sent, {r.failed} failed"
-            + (f", {r.counts.get('pending', 0)} left to retry" if r.counts.get("pending") else "")
-            + (", stopped early (resumable with send-now)" if r.interrupted else "")
+            f"{summary.articles} articles, {_report_line(summary.report)}"
         )
     elif summary.skipped_reason:
         click.echo(f"{summary.skipped_reason}; nothing new was sent.")
+
+
+def _fail_if_nobody_received(ctx: app.Context, reports: list[SendReport]) -> None:
+    """One line and exit code 3 when a digest of this run reached nobody."""
+    if not reports:
+        return
+    report = reports[0]
+    reasons = digest_failure_reasons(ctx, report.digest_id)
+    why = f" (most often: {reasons[0][0]})" if reasons else ""
+    failed = report.counts.get("failed", 0)
+    raise DeliveryError(
+        f"digest {report.digest_id} reached nobody: all {failed} deliveries failed{why}; its "
+        "articles go out with the next digest. Fix the cause, then "
+        f"`newsletter resend {report.digest_id} --failed` (or wait for the next digest)"
+    )
+
+
+def _exit_if_stopped(stop: StopSignal) -> None:
+    """Exit 130 (Ctrl-C) or 143 (SIGTERM) when a signal stopped the send, so schedulers see
+    it; the digest is resumable."""
+    code = stop.exit_code()
+    if code is not None:
+        click.get_current_context().exit(code)
 
 
 @click.command("send-now")
@@ -60,7 +89,9 @@ def send_now(state: CliState, dry_run: bool, test_address: str | None) -> None:
     """Send the digest of new articles to every active subscriber now.
 
     Any digest a previous run left unfinished (crash, Ctrl-C, SMTP outage) is finished first;
-    nobody who already got it receives it again.
+    nobody who already got it receives it again. Exit codes: 0 done, 3 a digest reached nobody
+    (its articles go to the next one) or the server could not be used, 130 stopped by Ctrl-C,
+    143 stopped by SIGTERM (both resumable).
     """
     ctx = state.context()
     if test_address:
@@ -75,6 +106,40 @@ def send_now(state: CliState, dry_run: bool, test_address: str | None) -> None:
     with stop_on_signals() as stop:
         summary = app.send_now(ctx, stop=stop, progress=progress_for())
     _print_summary(summary)
+    _exit_if_stopped(stop)
+    _fail_if_nobody_received(ctx, summary.failed)
+
+
+@click.command()
+@click.argument("digest_id", metavar="DIGEST", type=click.IntRange(min=1))
+@click.option(
+    "--failed",
+    is_flag=True,
+    help="Queue again the deliveries of DIGEST that failed (required).",
+)
+@pass_state
+def resend(state: CliState, digest_id: int, failed: bool) -> None:
+    """Send a digest again to the subscribers whose delivery of it failed.
+
+    Run it after fixing the cause (`newsletter status` shows the reasons). Each failed
+    delivery of a still active subscriber is queued again once and sent; running it again
+    sends nothing twice. DIGEST is the number `newsletter status` shows.
+    """
+    if not failed:
+        raise UsageError("say which deliveries to send again: --failed")
+    ctx = state.context()
+    with stop_on_signals() as stop:
+        result = resend_failed(ctx, digest_id, stop=stop, progress=progress_for())
+    report = result.report
+    if report is None:
+        click.echo(f"digest {digest_id}: no failed deliveries to send again.")
+        return
+    click.echo(
+        f"digest {digest_id}: {result.requeued} failed deliveries queued again; "
+        f"{_report_line(report)}"
+    )
+    _exit_if_stopped(stop)
+    _fail_if_nobody_received(ctx, [report] if report.digest_failed else [])
 
 
 def _dry_run(ctx: app.Context) -> None:

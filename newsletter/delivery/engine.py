@@ -103,6 +103,7 @@ class SendReport:
     interrupted: bool = False
     paused_reason: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    digest_failed: bool = False  # finished and nobody received it (set by the caller)
 
     @property
     def finished(self) -> bool:

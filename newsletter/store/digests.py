@@ -8,9 +8,10 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql import Select
 
 from newsletter.errors import SendInProgress
 from newsletter.models import Article, DigestState, RenderedDigest
@@ -73,13 +74,22 @@ def known_keys(conn: Connection, keys: Sequence[str]) -> set[str]:
     return found
 
 
+def _carried_article_ids() -> Select[tuple[int]]:
+    """Articles a digest carries. A failed digest (nobody received it) carries none: its
+    articles go to the next digest, which takes their links over (``create_digest``)."""
+    return (
+        select(digest_articles.c.article_id)
+        .join(digests, digests.c.id == digest_articles.c.digest_id)
+        .where(digests.c.state != DigestState.FAILED.value)
+    )
+
+
 def uncarried_articles(conn: Connection, *, published_since: datetime) -> list[Article]:
     """Articles no digest has carried yet, published at or after ``published_since``."""
-    carried = select(digest_articles.c.article_id)
     rows = conn.execute(
         select(articles.c.payload, articles.c.published)
         .where(articles.c.published >= published_since)
-        .where(articles.c.id.not_in(carried))
+        .where(articles.c.id.not_in(_carried_article_ids()))
     )
     return [_article_from_json(row.payload, row.published) for row in rows]
 
@@ -87,9 +97,11 @@ def uncarried_articles(conn: Connection, *, published_since: datetime) -> list[A
 def carried_urls(conn: Connection, *, published_since: datetime) -> list[str]:
     """URLs of articles that digests already carried, within the window."""
     rows = conn.execute(
-        select(articles.c.url)
-        .join(digest_articles, digest_articles.c.article_id == articles.c.id)
-        .where(articles.c.url.is_not(None), articles.c.published >= published_since)
+        select(articles.c.url).where(
+            articles.c.url.is_not(None),
+            articles.c.published >= published_since,
+            articles.c.id.in_(_carried_article_ids()),
+        )
     )
     return [url for (url,) in rows]
 
@@ -116,7 +128,10 @@ def create_digest(
     slot: str | None,
     now: datetime,
 ) -> int:
-    """Insert a digest and claim its articles; the database refuses a slot or article twice."""
+    """Insert a digest and claim its articles; the database refuses a slot or article twice.
+
+    An article a failed digest had is taken from it (nobody received it there).
+    """
     try:
         inserted = conn.execute(
             digests.insert().values(
@@ -140,6 +155,14 @@ def create_digest(
                 )
             )
         }
+        # Articles of failed digests are free again: this digest takes their links over.
+        failed = select(digests.c.id).where(digests.c.state == DigestState.FAILED.value)
+        conn.execute(
+            delete(digest_articles).where(
+                digest_articles.c.article_id.in_(list(ids.values())),
+                digest_articles.c.digest_id.in_(failed),
+            )
+        )
         conn.execute(
             digest_articles.insert(),
             [
@@ -190,7 +213,7 @@ def set_digest_state(
     conn: Connection, digest_id: int, state: DigestState, *, now: datetime
 ) -> None:
     values: dict[str, object] = {"state": state.value}
-    if state is DigestState.SENT:
+    if state in (DigestState.SENT, DigestState.FAILED):
         values["finished_at"] = now
     conn.execute(update(digests).where(digests.c.id == digest_id).values(**values))
 

@@ -51,6 +51,25 @@ def release_in_flight(conn: Connection, digest_id: int, *, now: datetime) -> int
     ).rowcount
 
 
+def requeue_failed(conn: Connection, digest_id: int, *, now: datetime) -> int:
+    """Failed deliveries of active subscribers go back to pending, attempts reset; how many.
+
+    One UPDATE on rows still ``failed``: a row moves once however many resends run at the same
+    time (the others find it pending or sent), and a resend of rows already resent that were
+    delivered finds nothing.
+    """
+    active = select(subscribers.c.id).where(subscribers.c.state == SubscriberState.ACTIVE.value)
+    return conn.execute(
+        update(deliveries)
+        .where(
+            deliveries.c.digest_id == digest_id,
+            deliveries.c.state == DeliveryState.FAILED.value,
+            deliveries.c.subscriber_id.in_(active),
+        )
+        .values(state=DeliveryState.PENDING.value, attempts=0, next_attempt_at=None, updated_at=now)
+    ).rowcount
+
+
 def skip_inactive(conn: Connection, digest_id: int, *, now: datetime) -> int:
     """Pending rows whose subscriber left (unsubscribed, bounced) since the outbox was made."""
     inactive = select(subscribers.c.id).where(subscribers.c.state != SubscriberState.ACTIVE.value)
