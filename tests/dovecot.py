@@ -75,12 +75,19 @@ class DovecotServer:
         base = self.home(user) / "Maildir"
         return base if folder == "INBOX" else base / f".{folder}"
 
-    def new_folder(self, user: str = "bounces", *, name: str | None = None) -> str:
+    def new_folder(
+        self, user: str = "bounces", *, name: str | None = None, rights: str | None = None
+    ) -> str:
         """A fresh empty folder, so tests sharing one server do not see each other's mail.
-        ``name`` is its name on disk (dovecot keeps non-ASCII names in modified UTF-7)."""
+        ``name`` is its name on disk (dovecot keeps non-ASCII names in modified UTF-7);
+        ``rights`` limits what its owner may do (IMAP ACL letters, e.g. ``lrs``: no keywords)."""
         self._count += 1
         folder = name or f"test{self._count}"
-        self._make_maildir(self.maildir(user, folder))
+        maildir = self.maildir(user, folder)
+        self._make_maildir(maildir)
+        if rights is not None:
+            (maildir / "dovecot-acl").write_text(f"owner {rights}\n", encoding="utf-8")
+            self._own(maildir / "dovecot-acl")
         return folder
 
     def password(self, user: str = "bounces") -> str:
@@ -252,6 +259,10 @@ service imap-login {{
     port = {self.imap_port}
   }}
 {imaps}}}
+mail_plugins = acl
+plugin {{
+  acl = vfile
+}}
 service anvil {{
   chroot =
   # No growing login delay after the tests' deliberate wrong passwords.

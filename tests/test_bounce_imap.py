@@ -109,6 +109,25 @@ def test_a_message_a_mail_client_has_read_is_still_offered(dovecot: DovecotServe
         assert len(list(reader.new_messages())) == len(NAMES)
 
 
+def test_where_keywords_are_not_allowed_seen_alone_marks_messages(
+    dovecot: DovecotServer, caplog: pytest.LogCaptureFixture
+):
+    folder = dovecot.new_folder(rights="lrs")  # look up, read, set seen: no other flags
+    for fixture in NAMES:
+        dovecot.deliver((FIXTURES / fixture).read_bytes(), folder=folder)
+
+    with open_folder(dovecot, folder) as reader:
+        first, *others = reader.new_messages()
+        reader.done(first)
+    assert "does not allow keywords" in caplog.text
+    with open_folder(dovecot, folder) as reader:
+        rest = list(reader.new_messages())
+
+    assert [m.key for m in rest] == [m.key for m in others] and len(rest) == len(NAMES) - 1
+    flags = server_flags(dovecot, folder)
+    assert b"\\Seen" in flags[0] and all(b"\\Seen" not in f for f in flags[1:])
+
+
 def test_a_crash_between_recording_and_done_offers_the_message_again(
     dovecot: DovecotServer, folder: str, tmp_path: Path
 ):
