@@ -9,6 +9,7 @@ import itertools
 import os
 import re
 import smtplib
+import threading
 from collections import deque
 from collections.abc import Iterator
 
@@ -143,6 +144,27 @@ def test_pipelining_can_be_turned_off_by_the_caller(server: PipeliningServer) ->
     outcomes = send(server, messages(2), pipelining=False)
     assert [type(o) for o in outcomes] == [Accepted, Accepted]
     assert server.sessions[0].turns[1:4] == [["MAIL"], ["RCPT"], ["DATA"]]
+
+
+def test_one_session_per_thread_on_parallel_connections(server: PipeliningServer) -> None:
+    results: list[list[Outcome]] = []
+    lock = threading.Lock()
+
+    def work(prefix: str) -> None:
+        outcomes = send(server, messages(10, prefix=prefix))
+        with lock:
+            results.append(outcomes)
+
+    threads = [threading.Thread(target=work, args=(f"t{i}-",)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert len(results) == 3
+    assert all(isinstance(o, Accepted) for outcomes in results for o in outcomes)
+    expected = [address(n, f"t{i}-") for i in range(3) for n in range(1, 11)]
+    assert sorted(server.recipients()) == sorted(expected)
 
 
 # -- refusals in the middle of a group ----------------------------------------------------------
@@ -393,6 +415,19 @@ def test_any_data_arrives_exactly_with_crlf_line_ends(
     assert isinstance(outcomes[0], Accepted)
     assert server.received[before].data == crlf(data)
     assert server.violations == []  # no bare CR or LF ever reached the strict server
+
+
+def test_the_strict_server_refuses_bare_lf_from_a_careless_client(
+    server: PipeliningServer,
+) -> None:
+    """The check above means something: raw smtplib passes bytes through unchanged."""
+    client = connect(server)
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        client.sendmail(SENDER, [address(1)], b"Subject: x\r\n\r\nbare\nline\r\n")
+    client.quit()
+    assert refused.value.smtp_code == 554
+    assert server.violations == ["bare LF in the data"]
+    assert server.received == []
 
 
 def test_a_line_over_998_octets_is_refused_by_a_strict_server(server: PipeliningServer) -> None:
