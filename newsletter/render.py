@@ -28,6 +28,7 @@ from newsletter.errors import TemplateError
 from newsletter.models import Article, RenderedDigest, SizeStep
 from newsletter.personalization import TokenSet, worst_case_size
 from newsletter.render_fit import Draft, Renderers, fit_digest
+from newsletter.template_check import check_personal_fields
 
 # cssutils logs a line per element for the mso-* properties Outlook needs. Silence it once,
 # here: Premailer(cssutils_logging_handler=...) would add a handler to cssutils' global
@@ -107,6 +108,11 @@ def render_digest(
     the oldest are left out (``carried_over``); ``article_keys`` are the ones it carries.
     """
     env = _digest_environment(settings.digest.templates_dir)
+    for name in (HTML_TEMPLATE, TEXT_TEMPLATE):
+        try:
+            check_personal_fields(env, name)
+        except jinja2.TemplateError as exc:
+            raise _template_error(exc, label=name, env=env) from exc
     base_url = settings.web.base_url
     headings: dict[tuple[str, ...], tuple[str, str]] = {}
 
