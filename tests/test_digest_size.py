@@ -104,16 +104,9 @@ def _served_once(body: bytes) -> Route:
     return route
 
 
-def _html_part(message: EmailMessage) -> str:
-    part = message.get_body(("html",))
-    assert part is not None
-    content = part.get_content()
-    assert isinstance(content, str)
-    return content
-
-
-def _text_part(message: EmailMessage) -> str:
-    part = message.get_body(("plain",))
+def _part(message: EmailMessage, kind: str) -> str:
+    """The decoded ``text/<kind>`` part."""
+    part = message.get_body((kind,))
     assert part is not None
     content = part.get_content()
     assert isinstance(content, str)
@@ -158,8 +151,8 @@ def _send_until_nothing_new(
             return carried
         assert summary.report.sent == 1 and summary.digest_id is not None
         message = smtp_server.messages()[-1]
-        received_html = _with_longest_link(message, _html_part(message), escaped=True)
-        received_text = _with_longest_link(message, _text_part(message), escaped=False)
+        received_html = _with_longest_link(message, _part(message, "html"), escaped=True)
+        received_text = _with_longest_link(message, _part(message, "plain"), escaped=False)
         assert html.escape(longest.NAME) in received_html
         assert html.escape(longest.EMAIL) in received_html
         assert longest.size(received_html) <= limit
@@ -238,7 +231,7 @@ def test_a_huge_single_article_goes_out_reduced_and_does_not_block_the_others(
 
     assert summary.report is not None and summary.report.sent == 1
     [message] = smtp_server.messages()
-    received = _with_longest_link(message, _html_part(message), escaped=True)
+    received = _with_longest_link(message, _part(message, "html"), escaped=True)
     assert longest.size(received) <= ctx.settings.digest.max_html_bytes
     assert "The longest report" in received and "The short version." in received
     assert "Section 1." not in received
