@@ -32,7 +32,8 @@ class Article:
     """One article, from a file or a feed, already cleaned of page boilerplate.
 
     ``key`` is the stable identity used for dedupe across runs and sources.
-    Exactly one of ``paragraphs`` (plain text) and ``body_html`` (sanitized) carries the body.
+    At most one of ``paragraphs`` (plain text) and ``body_html`` (sanitized) carries the body;
+    a one-sentence article may be all headline.
     """
 
     key: str
@@ -92,7 +93,7 @@ class RenderedDigest:
     article_keys: tuple[str, ...]
     summaries_only: bool = False  # True when some articles were reduced to fit the size limit
     size_step: SizeStep = SizeStep.FULL
-    carried_over: tuple[str, ...] = ()
+    carried_over: tuple[str, ...] = ()  # keys of selected articles left out for size
 
 
 @dataclass(frozen=True)

@@ -9,33 +9,22 @@ from __future__ import annotations
 import re
 import textwrap
 from datetime import datetime
-from urllib.parse import urlsplit
 
 from inscriptis import get_text
 from inscriptis.model.config import ParserConfig
+
+# One home for these (newsletter.text); re-exported for the filters and templates here.
+from newsletter.text import collapse, truncate
+from newsletter.text import is_http_url as is_web_url
+
+__all__ = ["collapse", "html_to_text", "is_web_url", "long_date", "tidy", "truncate", "wrap"]
 
 WIDTH = 76
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n")
 _EXTRA_BLANK_LINES = re.compile(r"\n{3,}")
-_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 # Leading indent and an optional list marker ("* ", "- ", "1. ") as inscriptis writes them.
 _LINE_START = re.compile(r"^([ \t]*)((?:[*+\-•]|\d+[.)])[ \t]+)?")
-
-
-def collapse(text: str) -> str:
-    """All runs of whitespace (CR, LF, tabs, Unicode spaces) and control chars -> one space."""
-    return " ".join(_CONTROL_CHARS.sub(" ", text).split())
-
-
-def truncate(text: str, limit: int) -> str:
-    """Shorten ``text`` to at most ``limit`` characters at a word boundary, adding an ellipsis."""
-    if len(text) <= limit:
-        return text
-    cut = text[: limit - 1]
-    if " " in cut:
-        cut = cut.rsplit(" ", 1)[0]
-    return cut.rstrip(" ,;:·-–—") + "…"
 
 
 def wrap(text: str, width: int = WIDTH, indent: str = "", first_indent: str | None = None) -> str:
@@ -73,17 +62,6 @@ def html_to_text(html: str, width: int = WIDTH, indent: str = "") -> str:
 def long_date(value: datetime) -> str:
     """``26 November 2026`` (no leading zero)."""
     return f"{value.day} {value:%B %Y}"
-
-
-def is_web_url(value: object) -> bool:
-    """True for an absolute http(s) URL: the only kind the digest links to."""
-    if not isinstance(value, str) or not value:
-        return False
-    try:
-        parts = urlsplit(value.strip())
-    except ValueError:
-        return False
-    return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
 
 
 def tidy(text: str) -> str:
