@@ -54,13 +54,20 @@ def truncate(text: str, limit: int) -> str:
     """
     if len(text) <= limit:
         return text
-    cut = text[: limit - 1]
-    if not text[limit - 1].isspace():
+    cut = cut_at_word(text, limit - 1)
+    kept = cut.rstrip(_DROP_BEFORE_ELLIPSIS)
+    return (kept or cut) + ELLIPSIS
+
+
+def cut_at_word(text: str, limit: int) -> str:
+    """The longest start of ``text`` within ``limit`` characters that ends between words;
+    a first word longer than ``limit`` is cut inside."""
+    cut = text[: max(limit, 0)]
+    if len(text) > len(cut) and not text[len(cut)].isspace():
         head, space, _ = cut.rpartition(" ")
         if space and head.strip():
             cut = head
-    kept = cut.rstrip(_DROP_BEFORE_ELLIPSIS)
-    return (kept or cut[: max(limit - 1, 0)]) + ELLIPSIS
+    return cut
 
 
 def clip(text: str, limit: int = 40) -> str:

@@ -7,6 +7,7 @@ says exactly what is kept (date, headline, paragraphs, credit) and what must be 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -225,13 +226,33 @@ def _check_never_crashes(path: Path) -> None:
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(data=st.binary(max_size=2000))
-@example(data=b"date 2026-02-07\n\n\xe2\x80\xa6")
-@example(data=b"date 2026-02-07\n\n. . .\n\nREUTERS")
-@example(data=b"date 0001-01-01\n\n\x00\x01 a")
-def test_any_bytes_never_crash_the_reader(tmp_path: Path, data: bytes) -> None:
-    path = tmp_path / "001_any.txt"
+@given(data=st.binary(max_size=2000), name=st.sampled_from(["001_any.txt", "any.md"]))
+@example(data=b"date 2026-02-07\n\n\xe2\x80\xa6", name="001_any.txt")
+@example(data=b"date 2026-02-07\n\n. . .\n\nREUTERS", name="001_any.txt")
+@example(data=b"date 0001-01-01\n\n\x00\x01 a", name="001_any.txt")
+@example(data=b"---\ntitle: x\ndate: 2026-01-01\n---\n\x00", name="any.md")
+def test_any_bytes_never_crash_the_reader(tmp_path: Path, data: bytes, name: str) -> None:
+    path = tmp_path / name
     path.write_bytes(data)
+    _check_never_crashes(path)
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    title=st.text(max_size=120),
+    body=st.text(max_size=300),
+    summary=st.one_of(st.none(), st.text(max_size=80)),
+)
+def test_any_markdown_text_never_crashes_the_reader(
+    tmp_path: Path, title: str, body: str, summary: str | None
+) -> None:
+    front = f"title: {json.dumps(title)}\ndate: 2026-11-21\n"
+    if summary is not None:
+        front += f"summary: {json.dumps(summary)}\n"
+    path = tmp_path / "any.md"
+    path.write_text(f"---\n{front}---\n{body}", encoding="utf-8")
     _check_never_crashes(path)
 
 

@@ -69,7 +69,7 @@ def test_each_article_gets_its_fate(
         ),
         "The market opens again": (
             Fate.SAME_URL,
-            "same URL as an article that already sent in digest 1",
+            "same URL as an article already sent in digest 1",
         ),
         "The choir sings at noon": (
             Fate.OVER_CAP,
@@ -124,7 +124,7 @@ def test_sources_list_and_explain_on_the_command_line(
         f"({folder / '001_sent.txt'})",
         f"skipped: {folder / '009_broken.txt'}: line 1: expected 'date YYYY-MM-DD', "
         "got 'no date here'",
-        "2 goes into the next digest, 1 skipped",
+        "goes into the next digest: 2; skipped: 1",
     ]
 
 

@@ -117,7 +117,7 @@ class NextDigest:
     selected: list[Article] = field(default_factory=list)
 
 
-def select_for_digest(ctx: Context, gathered: Gathered) -> list[Article]:
+def _select(ctx: Context, gathered: Gathered) -> list[Article]:
     """The candidates the next digest would carry, by the digest and feed settings."""
     digest_settings = ctx.settings.digest
     return select_new_articles(
@@ -133,7 +133,7 @@ def select_for_digest(ctx: Context, gathered: Gathered) -> list[Article]:
 def next_digest(ctx: Context, *, remember: bool = True) -> tuple[NextDigest | None, Gathered]:
     """Select and render the next digest; None when there is nothing new to send."""
     gathered = gather_candidates(ctx, remember=remember)
-    selected = select_for_digest(ctx, gathered)
+    selected = _select(ctx, gathered)
     if not selected:
         return None, gathered
     tokens = TokenSet()

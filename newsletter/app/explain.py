@@ -120,12 +120,11 @@ def _selection_fates(
         url = normalized_url(article.url) if article.url else None
         earlier = seen_urls.get(url) if url else None
         if earlier is not None:
-            where = (
-                f"already sent in digest {earlier}"
+            reason = (
+                f"same URL as an article already sent in digest {earlier}"
                 if isinstance(earlier, int)
-                else f"goes out as {earlier.origin} ({earlier.key})"
+                else f"same URL as {earlier.origin} ({earlier.key}), which is newer"
             )
-            reason = f"same URL as an article that {where}"
             fates[article.key] = ArticleFate(article, Fate.SAME_URL, reason)
             continue
         if url:

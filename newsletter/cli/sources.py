@@ -65,7 +65,7 @@ def list_(state: CliState, explain: bool) -> None:
     for fate in fates:
         click.echo(_fate_line(fate))
     counts = Counter(f.fate for f in fates)
-    click.echo(", ".join(f"{counts[f]} {f.value}" for f in Fate if counts[f]) or "nothing found")
+    click.echo("; ".join(f"{f.value}: {counts[f]}" for f in Fate if counts[f]) or "nothing found")
 
 
 def _fate_line(fate: ArticleFate) -> str:

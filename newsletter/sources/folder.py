@@ -16,13 +16,14 @@ import stat
 from pathlib import Path
 from typing import Protocol
 
+from newsletter.config import SourcesSettings
 from newsletter.errors import ArticleError, SourceError
 from newsletter.models import Article
 from newsletter.sources.base import Draft, SourceResult, finish_article, first_by_key
 from newsletter.sources.markdown import MarkdownReader
 from newsletter.sources.scraped import ScrapedTextReader
 
-DEFAULT_MAX_ARTICLE_BYTES = 1_000_000
+DEFAULT_MAX_ARTICLE_BYTES: int = SourcesSettings.model_fields["max_article_bytes"].default
 
 
 class FileReader(Protocol):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from newsletter.text import ELLIPSIS
+from newsletter.text import ELLIPSIS, cut_at_word
 
 TITLE_MAX_CHARS = 90  # what a headline aims at
 TITLE_HARD_MAX_CHARS = 100  # a clean cut may run this long rather than end in an ellipsis
@@ -298,11 +298,7 @@ def _ellipsis_cut(sentence: str, limit: int) -> str:
     a dangling word or a number, nor inside a quotation or brackets opened near the end."""
     if len(sentence) <= limit:
         return sentence
-    cut = sentence[: limit - 1]
-    if not sentence[limit - 1].isspace():
-        head, space, _ = cut.rpartition(" ")
-        if space and head.strip():
-            cut = head
+    cut = cut_at_word(sentence, limit - 1)
     opener = _unclosed_opener(cut)
     if opener >= TITLE_MIN_CHARS:
         cut = cut[:opener]
