@@ -85,7 +85,7 @@ def parse_feed(
             article = finish_article(draft) if draft else None
         except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
             result.problems.append(
-                ArticleError(f"{label}: entry {number} skipped ({one_line(repr(exc))})")
+                ArticleError(f"{label}: entry {number} skipped ({collapse(repr(exc))})")
             )
             continue
         if article is None:
@@ -114,11 +114,6 @@ def parse_feed(
 def feed_label(feed: FeedSettings) -> str:
     """How messages name a feed: its url, and its configured name if it has one."""
     return f"{feed.url} ({feed.name})" if feed.name else feed.url
-
-
-def one_line(text: str) -> str:
-    """``text`` with every run of whitespace, newlines included, made one space."""
-    return collapse(text)
 
 
 # -- entries -------------------------------------------------------------------------------
@@ -222,14 +217,14 @@ def _xml_content_type(content_type: str | None) -> str:
 def _bozo_problem(parsed: Mapping[str, Any]) -> str | None:
     exc = parsed.get("bozo_exception")
     if isinstance(exc, CharacterEncodingOverride | CharacterEncodingUnknown):
-        return f"character encoding problem ({one_line(str(exc))})"
+        return f"character encoding problem ({collapse(str(exc))})"
     if isinstance(exc, ThingsNobodyCaresAboutButMe):  # e.g. media type; harmless
         return None
     if isinstance(exc, xml.sax.SAXParseException):
-        return f"malformed feed (line {exc.getLineNumber()}: {one_line(exc.getMessage())})"
+        return f"malformed feed (line {exc.getLineNumber()}: {collapse(exc.getMessage())})"
     if exc is None:
         return "malformed feed"
-    return f"malformed feed ({one_line(str(exc)) or type(exc).__name__})"
+    return f"malformed feed ({collapse(str(exc)) or type(exc).__name__})"
 
 
 def _not_a_feed(data: bytes, problem: str | None) -> str:

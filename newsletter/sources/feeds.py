@@ -25,8 +25,8 @@ from newsletter import __version__
 from newsletter.config import FeedSettings, SourcesSettings
 from newsletter.errors import SourceError
 from newsletter.models import Article
-from newsletter.sources.feed_entries import feed_label, one_line, parse_feed
-from newsletter.text import is_http_url
+from newsletter.sources.feed_entries import feed_label, parse_feed
+from newsletter.text import collapse, is_http_url
 
 __all__ = ["ACCEPT", "FeedResult", "FeedState", "fetch_feed", "fetch_feeds", "parse_feed"]
 
@@ -115,7 +115,7 @@ def fetch_feed(
         return FeedResult(feed, [], state, not_modified=False, error=str(exc))
     except Exception as exc:  # feedparser on hostile input: one feed must not stop the run
         logger.exception("Unexpected error parsing feed %r", feed.url)
-        error = f"{label}: cannot parse the feed ({one_line(repr(exc))}); please report this bug"
+        error = f"{label}: cannot parse the feed ({collapse(repr(exc))}); please report this bug"
         return FeedResult(feed, [], state, not_modified=False, error=error)
     for problem in parsed.problems:
         logger.warning("%s", problem)
@@ -210,15 +210,15 @@ def _download(
         ) from None
     except httpx.InvalidURL as exc:
         raise _FetchError(
-            f"not a valid url ({one_line(str(exc))}); check the feed url in the config"
+            f"not a valid url ({collapse(str(exc))}); check the feed url in the config"
         ) from None
     except httpx.DecodingError as exc:
         raise _FetchError(
-            f"cannot decode the response ({one_line(str(exc))}); the server sent a broken body"
+            f"cannot decode the response ({collapse(str(exc))}); the server sent a broken body"
         ) from None
     except httpx.HTTPError as exc:  # connection refused, DNS, TLS, protocol errors
         raise _FetchError(
-            f"download failed ({one_line(str(exc)) or type(exc).__name__}); "
+            f"download failed ({collapse(str(exc)) or type(exc).__name__}); "
             "check the url and your network"
         ) from None
     raise _FetchError(

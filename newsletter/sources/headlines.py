@@ -11,6 +11,7 @@ instead.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from newsletter.text import ELLIPSIS, cut_at_word
@@ -19,6 +20,7 @@ TITLE_MAX_CHARS = 90  # what a headline aims at
 TITLE_HARD_MAX_CHARS = 100  # a clean cut may run this long rather than end in an ellipsis
 TITLE_MIN_CHARS = 30  # a clause shorter than this says too little to stand alone
 SUMMARY_MAX_CHARS = 300
+_LOOKAHEAD_CHARS = 120  # how far past a cut a boundary's words are read (`, the ... said`)
 
 # Sentence boundary candidates: end punctuation, closing quotes, space, then a letter or digit.
 _BOUNDARY_RE = re.compile(r"(?P<end>[.!?…]+[\"”’')\]]*)\s+(?=[\"“‘'(\[]?(?P<next>\w))")
@@ -100,7 +102,12 @@ class _Cut:
 
 def split_sentences(text: str) -> list[str]:
     """Split text into sentences, keeping `U.S.`, `Mr. Roe`, `3.5` and quotations intact."""
-    sentences = []
+    return list(iter_sentences(text))
+
+
+def iter_sentences(text: str) -> Iterator[str]:
+    """The sentences of ``text`` one by one, as :func:`split_sentences` finds them: only as
+    much of a long text is read as the caller takes."""
     start = 0
     for match in _BOUNDARY_RE.finditer(text):
         if not (match["next"].isupper() or match["next"].isdigit()):
@@ -108,12 +115,11 @@ def split_sentences(text: str) -> list[str]:
         end = match.end("end")
         if match["end"] == "." and not _can_end_sentence(text, start, match):
             continue
-        sentences.append(text[start:end].strip())
+        yield text[start:end].strip()
         start = match.end()
     tail = text[start:].strip()
     if tail:
-        sentences.append(tail)
-    return sentences
+        yield tail
 
 
 def _can_end_sentence(text: str, start: int, match: re.Match[str]) -> bool:
@@ -144,7 +150,7 @@ def split_headline(lead: str) -> tuple[str, str]:
     other sentences; the whole ``lead`` when the headline had to end in an ellipsis.
     """
     # A leading "sentence" without a letter or digit (`…`, `--`) is no headline.
-    first = next((s for s in split_sentences(lead) if any(c.isalnum() for c in s)), "")
+    first = next((s for s in iter_sentences(lead) if any(c.isalnum() for c in s)), "")
     if not first:
         return "", lead.strip()
     after = lead[lead.find(first) + len(first) :].strip()
@@ -167,14 +173,15 @@ def summarize(text: str, limit: int = SUMMARY_MAX_CHARS) -> str:
     with an ellipsis, the way headlines are.
     """
     summary = ""
-    for sentence in split_sentences(text):
+    first = ""
+    for sentence in iter_sentences(text):
+        first = first or sentence
         candidate = f"{summary} {sentence}".strip()
         if len(candidate) > limit:
             break
         summary = candidate
-    if summary or not text.strip():
+    if summary or not first:
         return summary
-    first = split_sentences(text)[0]
     cut = _clause_cut(first, limit - 1, strongest=False)
     return first[: cut.head] + ELLIPSIS if cut else _ellipsis_cut(first, limit)
 
@@ -215,6 +222,8 @@ def _clause_cut(sentence: str, limit: int, *, strongest: bool = True) -> _Cut | 
     `` and ``); otherwise the latest boundary of any kind.
     """
     best: _Cut | None = None
+    # Only the start can hold the cut: look no further (long sentences cost nothing more).
+    sentence = sentence[: limit + _LOOKAHEAD_CHARS]
     for tier in _BOUNDARY_TIERS:
         for pattern in tier:
             for match in pattern.finditer(sentence):

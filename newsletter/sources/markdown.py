@@ -131,7 +131,7 @@ def _load_front_matter(
                 fields[key] = loader.construct_object(value_node, deep=True)
             except (ValueError, TypeError, yaml.YAMLError) as exc:  # e.g. date: 2026-02-30
                 raise ArticleError(
-                    f"{path}: line {key_lines[key]}: bad value for {key!r}: {_one_line(exc)}"
+                    f"{path}: line {key_lines[key]}: bad value for {key!r}: {collapse(str(exc))}"
                 ) from None
         return fields, key_lines
     except yaml.MarkedYAMLError as exc:
@@ -145,7 +145,7 @@ def _load_front_matter(
         ) from None
     except yaml.YAMLError as exc:
         raise ArticleError(
-            f"{path}: lines 1-{close + 1}: front matter is not valid YAML: {_one_line(exc)}"
+            f"{path}: lines 1-{close + 1}: front matter is not valid YAML: {collapse(str(exc))}"
         ) from None
     finally:
         loader.dispose()
@@ -216,7 +216,3 @@ def _first_paragraph_text(tokens: Sequence[Token]) -> str:
         if text:
             return text
     return ""
-
-
-def _one_line(exc: Exception) -> str:
-    return collapse(str(exc))
