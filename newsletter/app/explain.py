@@ -69,7 +69,8 @@ def explain_next_digest(ctx: Context) -> list[ArticleFate]:
             fate = ArticleFate(article, Fate.SENT, f"already sent in digest {sent_in[article.key]}")
         elif article.key in included:
             fate = ArticleFate(article, Fate.NEXT, Fate.NEXT.value)
-        elif article.key in carried_over:
+        elif article.key in carried_over or article.key in selected:
+            # chosen, but the render left it out to stay under the size limit
             fate = ArticleFate(article, Fate.CARRIED_OVER, Fate.CARRIED_OVER.value)
         else:
             fate = not_chosen[article.key]
@@ -92,9 +93,10 @@ def explain_next_digest(ctx: Context) -> list[ArticleFate]:
 
 
 def _every_article(gathered: Gathered) -> list[Article]:
-    """The articles found now, then those stored earlier and still waiting, once each."""
-    by_key = {a.key: a for a in gathered.found}
-    for article in gathered.candidates:
+    """The articles waiting for a digest (as selection sees them: the stored copy of one seen
+    before) and the others found now, once each."""
+    by_key = {a.key: a for a in gathered.candidates}
+    for article in gathered.found:
         by_key.setdefault(article.key, article)
     return list(by_key.values())
 
