@@ -133,3 +133,45 @@ def test_every_sources_command_has_help(run: Run) -> None:
         code, out, _ = run("sources", command, "--help")
         assert code == 0 and "Usage:" in out
     assert "--explain" in run("sources", "list", "--help")[1]
+
+
+def test_articles_left_out_for_size_are_explained_and_go_out_next_time(
+    make_context, smtp_server: SmtpTestServer, tmp_path: Path, clock
+) -> None:
+    folder = tmp_path / "long"
+    folder.mkdir()
+    paragraph = "The council met for hours and discussed every part of the plan in detail. " * 40
+    for n in range(80):
+        lead = f"Story number {n} was reported on the {10 + n % 16}th of the month by the desk."
+        body = f"date 2026-11-{10 + n % 16}\n\n{lead}\n\n" + f"{paragraph}\n\n" * 3
+        (folder / f"{n:03d}_story{n}.txt").write_text(body)
+    ctx = make_context(
+        smtp={"port": smtp_server.port},
+        sources={"articles_dir": str(folder)},
+        digest={"max_html_bytes": 25_000, "max_articles": 100, "max_age_days": 60},
+    )
+    add_subscriber(ctx.store, "ada@example.org", "Ada", now=clock())
+
+    fates = explain_next_digest(ctx)
+    carried = {f.article.key for f in fates if f.article and f.fate is Fate.CARRIED_OVER}
+    going = {f.article.key for f in fates if f.article and f.fate is Fate.NEXT}
+    assert carried and going and not carried & going
+    assert {f.reason for f in fates if f.fate is Fate.CARRIED_OVER} == {
+        "carried to the next digest: size"
+    }
+
+    first = app.send_now(ctx)
+    assert first.articles == len(going)
+    after = explain_next_digest(ctx)
+    assert {f.article.key for f in after if f.article and f.fate is Fate.SENT} == going
+    assert carried <= {
+        f.article.key for f in after if f.article and f.fate in (Fate.NEXT, Fate.CARRIED_OVER)
+    }
+    sent = first.articles
+    for _ in range(20):  # bounded: each digest carries at least one article
+        summary = app.send_now(ctx)
+        if summary.digest_id is None:
+            break
+        sent += summary.articles
+    assert sent == 80  # every article went out, once
+    assert {f.fate for f in explain_next_digest(ctx) if f.article} == {Fate.SENT}
