@@ -22,7 +22,7 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 from premailer import Premailer
 
-from newsletter import render_text
+from newsletter import render_body, render_text
 from newsletter.config import Settings
 from newsletter.errors import TemplateError
 from newsletter.models import Article, RenderedDigest, SizeStep
@@ -94,6 +94,7 @@ def make_template_environment(
     env.filters["wrap"] = render_text.wrap
     env.filters["html_to_text"] = render_text.html_to_text
     env.filters["long_date"] = render_text.long_date
+    env.filters["fit_body"] = render_body.fit_body
     env.tests["web_url"] = render_text.is_web_url
     return env
 

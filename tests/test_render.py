@@ -124,12 +124,12 @@ def mixed_articles(make_article: ArticleFactory) -> list[Article]:
 # --- HTML: inlining, responsiveness, structure ------------------------------------------
 
 
-def test_css_is_inlined_and_the_container_is_600px(
+def test_css_is_inlined_and_the_container_is_fluid_up_to_600px(
     mixed_articles: list[Article], tokens: TokenSet
 ) -> None:
     doc = parse(render(mixed_articles, tokens).html)
     (card,) = doc.cssselect("table.card")
-    assert style_of(card)["width"] == "600px"
+    assert style_of(card)["width"] == "100%" and style_of(card)["max-width"] == "600px"
     assert card.get("role") == "presentation"
     assert all(t.get("role") == "presentation" for t in doc.cssselect("table"))
     (button,) = doc.cssselect("a.button-link")
@@ -444,7 +444,7 @@ def test_sections_by_source_group_in_order_of_first_appearance(
         "seeds/local.md",
         "Gazette",
     ]
-    headlines = [h.text_content() for h in doc.cssselect("h2.headline")]
+    headlines = [h.text_content() for h in doc.cssselect("h3.headline")]  # under the h2s
     assert headlines == [articles[i].title for i in (0, 2, 1, 3)]
     assert [line for line in digest.text.splitlines() if line in ("WIRE", "GAZETTE")] == [
         "WIRE",
