@@ -12,6 +12,8 @@ from datetime import datetime
 
 from inscriptis import get_text
 from inscriptis.model.config import ParserConfig
+from inscriptis.model.html_document_state import HtmlDocumentState
+from inscriptis.model.tag import CustomHtmlTagHandlerMapping
 
 # One home for these (newsletter.text); re-exported for the filters and templates here.
 from newsletter.text import collapse, truncate
@@ -25,6 +27,8 @@ _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n")
 _EXTRA_BLANK_LINES = re.compile(r"\n{3,}")
 # Leading indent and an optional list marker ("* ", "- ", "1. ") as inscriptis writes them.
 _LINE_START = re.compile(r"^([ \t]*)((?:[*+\-•]|\d+[.)])[ \t]+)?")
+# A link whose text is its own address ("x@y.org (mailto:x@y.org)"): the address once is enough.
+_SELF_LINK = re.compile(r"(?<!\S)(\S+) \((?:mailto:)?\1\)")
 
 
 def wrap(text: str, width: int = WIDTH, indent: str = "", first_indent: str | None = None) -> str:
@@ -43,7 +47,8 @@ def wrap(text: str, width: int = WIDTH, indent: str = "", first_indent: str | No
 
 def html_to_text(html: str, width: int = WIDTH, indent: str = "") -> str:
     """Sanitized article HTML -> wrapped plain text (inscriptis keeps lists and headings)."""
-    text = get_text(str(html), ParserConfig(display_links=True)).replace("\xa0", " ")
+    text = get_text(str(html), _TEXT_LINKS).replace("\xa0", " ")
+    text = _SELF_LINK.sub(r"\1", text)
     lines: list[str] = []
     for raw in text.splitlines():
         line = raw.rstrip()
@@ -57,6 +62,23 @@ def html_to_text(html: str, width: int = WIDTH, indent: str = "") -> str:
         first = indent + lead + marker
         lines.append(_fill(body, width, first, " " * len(first)))
     return _EXTRA_BLANK_LINES.sub("\n\n", "\n".join(lines)).strip("\n")
+
+
+def _link_start(state: HtmlDocumentState, attrs: dict[str, str]) -> None:
+    state.link_target = attrs.get("href", "")
+
+
+def _link_end(state: HtmlDocumentState) -> None:
+    if state.link_target:
+        state.tags[-1].write(f" ({state.link_target})")
+
+
+# Links read as "the text (https://...)", not Markdown's [text](url).
+_TEXT_LINKS = ParserConfig(
+    custom_html_tag_handler_mapping=CustomHtmlTagHandlerMapping(
+        start_tag_mapping={"a": _link_start}, end_tag_mapping={"a": _link_end}
+    )
+)
 
 
 def long_date(value: datetime) -> str:

@@ -273,7 +273,7 @@ def test_text_part_is_readable_plain_text(mixed_articles: list[Article], tokens:
     assert "First paragraph & more." in text
     assert "Open until 10 pm on weekdays & Saturdays." in text
     assert "https://library.example.org/rooms" in text
-    assert f"Unsubscribe: {tokens.token('unsubscribe_url')}" in text
+    assert f"Unsubscribe:\n{tokens.token('unsubscribe_url')}\n" in text  # a line of its own
     assert "Newsletter Ltd, 1 Example Street, 12345 Exampletown" in text
     assert text.endswith("\n") and "\n\n\n" not in text
 
