@@ -86,6 +86,7 @@ class SourcesSettings(Section):
     max_feed_bytes: int = Field(default=5_000_000, ge=1024)
     max_redirects: int = Field(default=5, ge=0)
     user_agent: str | None = None
+    max_article_bytes: int = Field(default=1_000_000, ge=1024)  # larger article files: refused
 
 
 class StoreSettings(Section):

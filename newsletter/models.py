@@ -33,7 +33,8 @@ class Article:
     """One article, from a file or a feed, already cleaned of page boilerplate.
 
     ``key`` is the stable identity used for dedupe across runs and sources.
-    Exactly one of ``paragraphs`` (plain text) and ``body_html`` (sanitized) carries the body.
+    At most one of ``paragraphs`` (plain text) and ``body_html`` (sanitized) carries the body;
+    a one-sentence article may be all headline.
     """
 
     key: str
@@ -69,16 +70,31 @@ class Recipient:
     attempts: int = 0
 
 
+class SizeStep(enum.StrEnum):
+    """How far a digest was reduced to stay under ``[digest] max_html_bytes``."""
+
+    FULL = "full"  # every article as the template shows it, full texts included
+    SUMMARIES = "summaries"  # summaries and links instead of full texts
+    HEADLINES = "headlines"  # the oldest articles as headline and link only
+    CARRIED_OVER = "carried over"  # some articles left for the next digest
+
+
 @dataclass(frozen=True)
 class RenderedDigest:
-    """The digest rendered and CSS-inlined once; personal fields are still tokens."""
+    """The digest rendered and CSS-inlined once; personal fields are still tokens.
+
+    ``article_keys`` are the articles the digest carries, in order; ``carried_over`` the
+    selected ones left out to stay under the size limit (they stay new for the next digest).
+    """
 
     subject: str
     preheader: str
     html: str
     text: str
     article_keys: tuple[str, ...]
-    summaries_only: bool = False  # True when the full text would exceed Gmail's clip size
+    summaries_only: bool = False  # True when some articles were reduced to fit the size limit
+    size_step: SizeStep = SizeStep.FULL
+    carried_over: tuple[str, ...] = ()  # keys of selected articles left out for size
 
 
 @dataclass(frozen=True)

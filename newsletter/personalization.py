@@ -8,6 +8,7 @@ per-digest nonce so article text cannot forge one.
 
 from __future__ import annotations
 
+import html
 import re
 import secrets
 from collections.abc import Iterator, Mapping
@@ -21,6 +22,14 @@ ATTR_PREFIX = "attr_"
 MAX_NAME_CHARS = 100
 MAX_ATTR_CHARS = 200
 MAX_EMAIL_CHARS = 254  # RFC 5321: a path is at most 256 octets including the angle brackets
+MAX_LOCAL_PART_OCTETS = 64  # RFC 5321, enforced by the address validation
+# An unsubscribe URL is ``[web] base_url`` followed by at most this many characters (the path
+# and a signed token of at most ~120 characters); the links stage keeps within it.
+MAX_UNSUBSCRIBE_SUFFIX_CHARS = 160
+# The most bytes one character of a value can take: 4 in UTF-8, 6 once HTML-escaped
+# (' -> &#x27;, " -> &quot;).
+_MAX_CHAR_BYTES = 4
+_MAX_ESCAPED_CHAR_BYTES = 6
 _ATTR_KEY = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
 
@@ -80,3 +89,30 @@ class SubscriberPlaceholder:
         self.email = tokens.token("email")
         self.unsubscribe_url = tokens.token("unsubscribe_url")
         self.attrs = _AttrPlaceholders(tokens)
+
+
+def longest_value_bytes(field_name: str, *, base_url: str, escaped: bool) -> int:
+    """The most bytes a subscriber's value for ``field_name`` can take in a sent message.
+
+    ``escaped`` is for the HTML part, where values are HTML-escaped; the text part has them raw.
+    """
+    per_char = _MAX_ESCAPED_CHAR_BYTES if escaped else _MAX_CHAR_BYTES
+    if field_name == "name":
+        return MAX_NAME_CHARS * per_char
+    if field_name == "email":
+        # Only the local part can hold characters that HTML-escaping grows (' and &).
+        escapable = MAX_LOCAL_PART_OCTETS if escaped else 0
+        return escapable * per_char + (MAX_EMAIL_CHARS - escapable) * _MAX_CHAR_BYTES
+    if field_name == "unsubscribe_url":
+        base = html.escape(base_url, quote=True) if escaped else base_url
+        return len(base.encode("utf-8")) + MAX_UNSUBSCRIBE_SUFFIX_CHARS * per_char
+    return MAX_ATTR_CHARS * per_char  # attr_<key>, and anything unknown
+
+
+def worst_case_size(text: str, tokens: TokenSet, *, base_url: str, escaped: bool) -> int:
+    """Bytes of ``text`` (UTF-8) once every token in it holds the longest value it can hold."""
+    size = len(text.encode("utf-8"))
+    for match in tokens.pattern.finditer(text):
+        longest = longest_value_bytes(match.group(1), base_url=base_url, escaped=escaped)
+        size += longest - len(match.group(0))
+    return size

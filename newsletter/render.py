@@ -2,8 +2,9 @@
 
 The digest is rendered and CSS-inlined once per digest, with the personal fields as tokens
 (see :mod:`newsletter.personalization`); the message stage substitutes them per recipient.
-Article content is untrusted: templates autoescape it, and only ``body_html`` (sanitized
-upstream) is inserted as markup.
+It always fits ``[digest] max_html_bytes`` (see :mod:`newsletter.render_fit`). Article content
+is untrusted: templates autoescape it, and only ``body_html`` (sanitized upstream) is inserted
+as markup.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
@@ -20,13 +22,13 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 from premailer import Premailer
 
-from newsletter import render_text
+from newsletter import render_body, render_text
 from newsletter.config import Settings
 from newsletter.errors import TemplateError
-from newsletter.models import Article, RenderedDigest
-from newsletter.personalization import TokenSet
-
-logger = logging.getLogger(__name__)
+from newsletter.models import Article, RenderedDigest, SizeStep
+from newsletter.personalization import TokenSet, worst_case_size
+from newsletter.render_fit import Draft, Renderers, fit_digest
+from newsletter.template_check import check_personal_fields
 
 # cssutils logs a line per element for the mso-* properties Outlook needs. Silence it once,
 # here: Premailer(cssutils_logging_handler=...) would add a handler to cssutils' global
@@ -92,6 +94,7 @@ def make_template_environment(
     env.filters["wrap"] = render_text.wrap
     env.filters["html_to_text"] = render_text.html_to_text
     env.filters["long_date"] = render_text.long_date
+    env.filters["fit_body"] = render_body.fit_body
     env.tests["web_url"] = render_text.is_web_url
     return env
 
@@ -101,57 +104,62 @@ def render_digest(
 ) -> RenderedDigest:
     """Render the digest once: subject, preheader, CSS-inlined HTML and the text part.
 
-    When the inlined HTML exceeds ``settings.digest.max_html_bytes`` (Gmail clips larger
-    messages), both parts are rendered again with summaries instead of full texts.
+    Each part stays under ``settings.digest.max_html_bytes`` with the longest personal values a
+    subscriber can have: articles are reduced to summaries, then the oldest to headlines, then
+    the oldest are left out (``carried_over``); ``article_keys`` are the ones it carries.
     """
-    articles = tuple(articles)
-    env = make_template_environment(settings.digest.templates_dir)
-    subject = render_subject(
-        settings.digest.subject, title=settings.newsletter.title, date=now, articles=articles
-    )
-    preheader = build_preheader(articles)
-    context: dict[str, Any] = {
-        "newsletter": settings.newsletter,
-        "articles": articles,
-        "sections": group_by_source(articles) if settings.digest.sections_by_source else None,
-        "date": now,
-        "subject": subject,
-        "preheader": preheader,
-        "subscriber": tokens.placeholder(),
-        "unsubscribe_url": tokens.token("unsubscribe_url"),
-        "web_base_url": settings.web.base_url,
-        "summaries_only": False,
-    }
-    limit = settings.digest.max_html_bytes
-    html = _render_html(env, context)
-    size = _byte_size(html)
-    if size > limit:
-        context["summaries_only"] = True
-        html = _render_html(env, context)
-        reduced = _byte_size(html)
-        logger.warning(
-            "Digest HTML is %d bytes, over digest.max_html_bytes=%d (Gmail clips larger "
-            "messages): sending summaries and links instead of full texts (%d bytes)",
-            size,
-            limit,
-            reduced,
-        )
-        if reduced > limit:
-            logger.warning(
-                "Digest HTML is still %d bytes with summaries only, over "
-                "digest.max_html_bytes=%d: Gmail may clip it (send fewer articles with "
-                "digest.max_articles)",
-                reduced,
-                limit,
+    env = _digest_environment(settings.digest.templates_dir)
+    for name in (HTML_TEMPLATE, TEXT_TEMPLATE):
+        try:
+            check_personal_fields(env, name)
+        except jinja2.TemplateError as exc:
+            raise _template_error(exc, label=name, env=env) from exc
+    base_url = settings.web.base_url
+    headings: dict[tuple[str, ...], tuple[str, str]] = {}
+
+    def subject_and_preheader(shown: Sequence[Article]) -> tuple[str, str]:
+        key = tuple(article.key for article in shown)
+        if key not in headings:
+            subject = render_subject(
+                settings.digest.subject, title=settings.newsletter.title, date=now, articles=shown
             )
-    text = render_text.tidy(_render_template(env, TEXT_TEMPLATE, context))
+            headings[key] = (subject, build_preheader(shown))
+        return headings[key]
+
+    def context(draft: Draft) -> dict[str, Any]:
+        subject, preheader = subject_and_preheader(draft.originals)
+        sections = group_by_source(draft.articles) if settings.digest.sections_by_source else None
+        return {
+            "newsletter": settings.newsletter,
+            "articles": draft.articles,
+            "sections": sections,
+            "date": now,
+            "subject": subject,
+            "preheader": preheader,
+            "subscriber": tokens.placeholder(),
+            "unsubscribe_url": tokens.token("unsubscribe_url"),
+            "web_base_url": base_url,
+            "summaries_only": draft.summaries_only,
+        }
+
+    renderers = Renderers(
+        html=lambda draft: _render_template(env, HTML_TEMPLATE, context(draft)),
+        inline=_inline_template_css,
+        text=lambda draft: render_text.tidy(_render_template(env, TEXT_TEMPLATE, context(draft))),
+        html_size=lambda html: worst_case_size(html, tokens, base_url=base_url, escaped=True),
+        text_size=lambda text: worst_case_size(text, tokens, base_url=base_url, escaped=False),
+    )
+    fitted = fit_digest(articles, renderers, limit=settings.digest.max_html_bytes)
+    subject, preheader = subject_and_preheader(fitted.draft.originals)
     return RenderedDigest(
         subject=subject,
         preheader=preheader,
-        html=html,
-        text=text,
-        article_keys=tuple(article.key for article in articles),
-        summaries_only=context["summaries_only"],
+        html=fitted.html,
+        text=fitted.text,
+        article_keys=tuple(article.key for article in fitted.draft.originals),
+        summaries_only=fitted.step is not SizeStep.FULL,
+        size_step=fitted.step,
+        carried_over=fitted.carried_over,
     )
 
 
@@ -207,8 +215,20 @@ def inline_css(html: str) -> str:
     return str(premailer.transform(pretty_print=False))
 
 
-def _render_html(env: jinja2.Environment, context: Mapping[str, Any]) -> str:
-    html = _render_template(env, HTML_TEMPLATE, context)
+def _digest_environment(templates_dir: Path | None) -> jinja2.Environment:
+    """The environment for ``templates_dir``, kept: Jinja recompiles a template when its file
+    changes, so only unchanged templates are reused."""
+    if templates_dir is not None and not templates_dir.is_dir():
+        return make_template_environment(templates_dir)  # raises the one-line error
+    return _cached_environment(templates_dir)
+
+
+@lru_cache(maxsize=8)
+def _cached_environment(templates_dir: Path | None) -> jinja2.Environment:
+    return make_template_environment(templates_dir)
+
+
+def _inline_template_css(html: str) -> str:
     try:
         return inline_css(html)
     except Exception as exc:  # lxml / cssutils errors on a user's template
@@ -264,7 +284,3 @@ def _search_path(env: jinja2.Environment | None) -> list[str]:
         if isinstance(item, jinja2.FileSystemLoader):
             paths.extend(str(p) for p in item.searchpath)
     return paths
-
-
-def _byte_size(html: str) -> int:
-    return len(html.encode("utf-8"))

@@ -9,33 +9,26 @@ from __future__ import annotations
 import re
 import textwrap
 from datetime import datetime
-from urllib.parse import urlsplit
 
 from inscriptis import get_text
 from inscriptis.model.config import ParserConfig
+from inscriptis.model.html_document_state import HtmlDocumentState
+from inscriptis.model.tag import CustomHtmlTagHandlerMapping
+
+# One home for these (newsletter.text); re-exported for the filters and templates here.
+from newsletter.text import collapse, truncate
+from newsletter.text import is_http_url as is_web_url
+
+__all__ = ["collapse", "html_to_text", "is_web_url", "long_date", "tidy", "truncate", "wrap"]
 
 WIDTH = 76
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n")
 _EXTRA_BLANK_LINES = re.compile(r"\n{3,}")
-_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 # Leading indent and an optional list marker ("* ", "- ", "1. ") as inscriptis writes them.
 _LINE_START = re.compile(r"^([ \t]*)((?:[*+\-•]|\d+[.)])[ \t]+)?")
-
-
-def collapse(text: str) -> str:
-    """All runs of whitespace (CR, LF, tabs, Unicode spaces) and control chars -> one space."""
-    return " ".join(_CONTROL_CHARS.sub(" ", text).split())
-
-
-def truncate(text: str, limit: int) -> str:
-    """Shorten ``text`` to at most ``limit`` characters at a word boundary, adding an ellipsis."""
-    if len(text) <= limit:
-        return text
-    cut = text[: limit - 1]
-    if " " in cut:
-        cut = cut.rsplit(" ", 1)[0]
-    return cut.rstrip(" ,;:·-–—") + "…"
+# A link whose text is its own address ("x@y.org (mailto:x@y.org)"): the address once is enough.
+_SELF_LINK = re.compile(r"(?<!\S)(\S+) \((?:mailto:)?\1\)")
 
 
 def wrap(text: str, width: int = WIDTH, indent: str = "", first_indent: str | None = None) -> str:
@@ -54,7 +47,8 @@ def wrap(text: str, width: int = WIDTH, indent: str = "", first_indent: str | No
 
 def html_to_text(html: str, width: int = WIDTH, indent: str = "") -> str:
     """Sanitized article HTML -> wrapped plain text (inscriptis keeps lists and headings)."""
-    text = get_text(str(html), ParserConfig(display_links=True)).replace("\xa0", " ")
+    text = get_text(str(html), _TEXT_LINKS).replace("\xa0", " ")
+    text = _SELF_LINK.sub(r"\1", text)
     lines: list[str] = []
     for raw in text.splitlines():
         line = raw.rstrip()
@@ -70,20 +64,26 @@ def html_to_text(html: str, width: int = WIDTH, indent: str = "") -> str:
     return _EXTRA_BLANK_LINES.sub("\n\n", "\n".join(lines)).strip("\n")
 
 
+def _link_start(state: HtmlDocumentState, attrs: dict[str, str]) -> None:
+    state.link_target = attrs.get("href", "")
+
+
+def _link_end(state: HtmlDocumentState) -> None:
+    if state.link_target:
+        state.tags[-1].write(f" ({state.link_target})")
+
+
+# Links read as "the text (https://...)", not Markdown's [text](url).
+_TEXT_LINKS = ParserConfig(
+    custom_html_tag_handler_mapping=CustomHtmlTagHandlerMapping(
+        start_tag_mapping={"a": _link_start}, end_tag_mapping={"a": _link_end}
+    )
+)
+
+
 def long_date(value: datetime) -> str:
     """``26 November 2026`` (no leading zero)."""
     return f"{value.day} {value:%B %Y}"
-
-
-def is_web_url(value: object) -> bool:
-    """True for an absolute http(s) URL: the only kind the digest links to."""
-    if not isinstance(value, str) or not value:
-        return False
-    try:
-        parts = urlsplit(value.strip())
-    except ValueError:
-        return False
-    return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
 
 
 def tidy(text: str) -> str:

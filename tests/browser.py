@@ -7,6 +7,7 @@ are never skipped silently.
 
 from __future__ import annotations
 
+import base64
 import shutil
 import threading
 import time
@@ -101,4 +102,37 @@ def screenshot(driver: WebDriver, name: str, *, full_page: bool = True) -> Path:
         driver.set_window_size(size["width"], size["height"])
     else:
         driver.save_screenshot(str(target))
+    return target
+
+
+def emulate(
+    driver: WebDriver, *, width: int, height: int = 800, color_scheme: str = "light"
+) -> None:
+    """A viewport ``width`` CSS pixels wide (device scale 1, desktop) that prefers
+    ``color_scheme`` ("light" or "dark"), through the DevTools protocol."""
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+    )
+    driver.execute_cdp_cmd(
+        "Emulation.setEmulatedMedia",
+        {"features": [{"name": "prefers-color-scheme", "value": color_scheme}]},
+    )
+
+
+def page_screenshot(driver: WebDriver, name: str, *, max_height: int = 8000) -> Path:
+    """The whole page at the emulated width, at most ``max_height`` px, in ``tests/_artifacts/``."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    width = driver.execute_script("return window.innerWidth")
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot",
+        {
+            "format": "png",
+            "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": width, "height": min(height, max_height), "scale": 1},
+        },
+    )
+    target = ARTIFACTS / f"{name}.png"
+    target.write_bytes(base64.b64decode(shot["data"]))
     return target

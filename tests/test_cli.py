@@ -174,7 +174,7 @@ def test_sources_check_exits_1_when_a_source_has_a_problem(run: Run, env: Path, 
     monkeypatch.setenv("NEWSLETTER_SOURCES__ARTICLES_DIR", str(SEEDS))
     code, out, _ = run("sources", "check")
     assert code == 0
-    assert f"{SEEDS}: 8 entries, 8 new" in out
+    assert f"{SEEDS}: 9 entries, 9 new" in out
 
 
 @pytest.mark.parametrize(

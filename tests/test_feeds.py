@@ -16,8 +16,10 @@ from newsletter import __version__
 from newsletter.config import FeedSettings, SourcesSettings
 from newsletter.errors import SourceError
 from newsletter.models import Article
+from newsletter.sources.base import SourceResult
 from newsletter.sources.feeds import FeedResult, FeedState, fetch_feed, fetch_feeds, parse_feed
-from newsletter.sources.sanitize import html_to_text, sanitize_html, text_to_html
+from newsletter.sources.sanitize import sanitize_html, text_to_html
+from newsletter.text import html_to_line
 from tests.feed_server import (
     Endless,
     FeedServer,
@@ -46,9 +48,11 @@ def sources(**overrides: Any) -> SourcesSettings:
 def parse_file(
     filename: str, *, url: str, name: str | None = None, content_type: str | None = None
 ) -> tuple[list[Article], list[str]]:
+    """The articles of a fixture feed and its problems, as one-line messages."""
     feed = FeedSettings(url=url, name=name)
     data = (FEEDS / filename).read_bytes()
-    return parse_feed(data, feed=feed, base_url=url, now=NOW, content_type=content_type)
+    result = parse_feed(data, feed=feed, base_url=url, now=NOW, content_type=content_type)
+    return result.articles, [str(problem) for problem in result.problems]
 
 
 @pytest.fixture
@@ -86,26 +90,32 @@ def test_rss2_entries_newest_first_with_keys_dates_and_clean_html() -> None:
         "A note without a title, a link or a date: the lighthouse is open on Sundays again."
     )
     untitled_hash = hashlib.sha256(f"\n{untitled_text}".encode()).hexdigest()[:32]
+    # As many whole sentences as fit in 300 characters: the second one does not.
     budget_summary = (
         "The town council approved the budget for 2024 on Thursday evening after a debate that "
-        "lasted more than four hours. The largest items are the renovation of the old harbour "
-        "wall, a new roof for the primary school, and the extension of the cycle path along the "
-        "coast road towards the lighthouse, which…"
+        "lasted more than four hours."
     )
-    assert warnings == []
+    # Two entries with one guid and different content: the second is reported and skipped.
+    assert warnings == [
+        f"{url}: entry 4 skipped: it has the id of entry 1 (id:{url}#harbour-2024-0042) but "
+        "other content; the feed should give each entry its own id"
+    ]
     assert articles == [
         Article(
             key=f"hash:{untitled_hash}",  # no guid, no link
-            title="A note without a title, a link or a date: the lighthouse is open on Sundays…",
+            # No title: the headline is derived from the text, which it says all of, so
+            # neither a summary nor a body repeat it.
+            title=untitled_text.removesuffix("."),
             published=NOW,  # undated: first seen now
-            summary=untitled_text,
-            body_html=f"<p>{untitled_text}</p>",
+            summary="",
+            body_html=None,
             url=None,
             source="Harbour News",
             origin=url,
         ),
         Article(
-            key="id:harbour-2024-0042",
+            # A guid that is not a URI is unique within its feed only.
+            key=f"id:{url}#harbour-2024-0042",
             title="Ferries back & running",
             published=datetime(2024, 3, 1, 8, 30, tzinfo=UTC),  # 09:30 +0100
             summary="Ferries run again after the storm. Tickets are half price this week.",
@@ -136,7 +146,6 @@ def test_rss2_entries_newest_first_with_keys_dates_and_clean_html() -> None:
             source="Harbour News",
             origin=url,
         ),
-        # The second entry with guid harbour-2024-0042 is skipped as a duplicate.
     ]
     assert len(budget_summary) <= 300
 
@@ -271,7 +280,7 @@ def test_hostile_entry_html_is_reduced_to_an_email_safe_subset() -> None:
     [article] = articles
     assert article.title == "Totally normal post"
     assert article.url is None  # javascript: link
-    assert article.key == "id:hostile-1"
+    assert article.key == f"id:{url}#hostile-1"
     assert article.body_html == (
         "<h2>Big news</h2>\n\n\n"
         "<p>Read this,\n"
@@ -316,7 +325,7 @@ def test_empty_body_raises_source_error() -> None:
 def test_an_empty_but_valid_feed_is_not_an_error() -> None:
     data = b"<rss version='2.0'><channel><title>Quiet</title></channel></rss>"
     feed = FeedSettings(url="https://example.org/feed")
-    assert parse_feed(data, feed=feed, base_url=feed.url, now=NOW) == ([], [])
+    assert parse_feed(data, feed=feed, base_url=feed.url, now=NOW) == SourceResult()
 
 
 def test_bytes_that_look_like_a_path_are_never_opened_as_a_file() -> None:
@@ -403,9 +412,9 @@ def test_sanitize_html_drops_relative_urls_without_a_usable_base() -> None:
     assert sanitize_html('<a href="x.html">x</a><img src="y.png">', base_url="") == "x"
 
 
-def test_html_to_text() -> None:
+def test_html_to_line() -> None:
     html = "<p>One</p><p>Two &amp;three</p>H<sub>2</sub>O<br>next <script>x()</script>&lt;b&gt;"
-    assert html_to_text(html) == "One Two &three H2O next <b>"
+    assert html_to_line(html) == "One Two &three H2O next <b>"
 
 
 def test_text_to_html() -> None:
@@ -428,10 +437,14 @@ def test_fetch_reads_the_feed_and_keeps_validators(
     result = fetch(server, client, "/rss")
 
     assert result.error is None
-    assert result.warnings == []
+    assert [w.split(": ", 1)[1] for w in result.warnings] == [
+        "entry 4 skipped: it has the id of entry 1 "
+        f"(id:{server.url('/rss')}#harbour-2024-0042) but other content; "
+        "the feed should give each entry its own id"
+    ]
     assert result.not_modified is False
     assert [a.title for a in result.articles] == [
-        "A note without a title, a link or a date: the lighthouse is open on Sundays…",
+        "A note without a title, a link or a date: the lighthouse is open on Sundays again",
         "Ferries back & running",
         "Council approves the 2024 budget",
     ]
@@ -710,7 +723,7 @@ def test_an_entry_dated_in_the_future_is_dated_now() -> None:
     )
     feed = FeedSettings(url="https://ahead.example.org/feed.xml")
 
-    articles, _ = parse_feed(data, feed=feed, base_url=feed.url, now=NOW)
+    articles = parse_feed(data, feed=feed, base_url=feed.url, now=NOW).articles
 
     assert [(a.title, a.published) for a in articles] == [
         ("From the future", NOW),

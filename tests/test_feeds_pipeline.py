@@ -109,3 +109,24 @@ def test_sources_check_reports_entries_new_and_problems(
     assert not gone.ok and "404" in gone.problems[-1]
     # Checking stores nothing: the next real run still sees everything as new.
     assert check_sources(ctx)[1].new == 3
+
+
+def test_a_missing_articles_folder_is_reported_and_the_feeds_still_go_out(
+    make_context, smtp_server: SmtpTestServer, feed_server: FeedServer, tmp_path: Path, clock
+):
+    missing = tmp_path / "no-such-folder"
+    ctx = make_context(
+        smtp={"port": smtp_server.port},
+        sources={"articles_dir": str(missing), "feeds": [{"url": feed_server.url("/rss")}]},
+    )
+    add_subscriber(ctx.store, "ada@example.org", "Ada", now=clock())
+
+    summary = app.send_now(ctx)
+
+    assert summary.report is not None and summary.report.sent == 1
+    assert summary.articles == 3
+    assert summary.problems == [
+        f"{missing}: articles folder not found; create it or point [sources] articles_dir at one"
+    ]
+    [message] = smtp_server.messages()
+    assert "Council approves the 2024 budget" in message.get_body(("plain",)).get_content()

@@ -5,25 +5,21 @@ Fixture files live in ``tests/articles/`` and are named after the case they cove
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
+import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from newsletter.config import SourcesSettings
 from newsletter.errors import ArticleError, SourceError
 from newsletter.models import Article
-from newsletter.sources.folder import FolderResult, read_article_file, read_articles_dir
-from newsletter.sources.scraped import (
-    derive_title,
-    is_photo_caption,
-    shorten,
-    split_credit,
-    split_sentences,
-    strip_dateline,
-    summarize,
-)
+from newsletter.sources.base import SourceResult
+from newsletter.sources.folder import read_article_file, read_articles_dir
+from newsletter.sources.scraped import is_photo_caption, split_credit, strip_dateline
 
 ARTICLES = Path(__file__).parent / "articles"
 SEEDS = Path(__file__).parent.parent / "seeds"
@@ -45,13 +41,13 @@ def test_caption_dateline_and_credit_are_removed() -> None:
             "Crews restored power to most of the city on Thursday after a storm brought down lines"
         ),
         published=datetime(2026, 3, 14, tzinfo=UTC),
+        # The headline is the lead's first sentence: neither the body nor the summary repeat it.
         summary=(
-            "Crews restored power to most of the city on Thursday after a storm brought down "
-            "lines. Officials said full repairs would take days."
+            'Officials said full repairs would take days. "We are working around the clock," '
+            "the grid operator said."
         ),
         paragraphs=(
-            "Crews restored power to most of the city on Thursday after a storm brought down "
-            "lines. Officials said full repairs would take days.",
+            "Officials said full repairs would take days.",
             '"We are working around the clock," the grid operator said.',
         ),
         body_html=None,
@@ -67,10 +63,7 @@ def test_caption_dateline_and_credit_are_removed() -> None:
 def test_caption_saying_not_pictured_is_dropped() -> None:
     article = read("caption_not_pictured.txt")
 
-    assert article.paragraphs == (
-        "The city's oldest fire station reopened on Friday after an 18-month renovation.",
-        "The station will house four engines and a rescue boat.",
-    )
+    assert article.paragraphs == ("The station will house four engines and a rescue boat.",)
     assert (
         article.title
         == "The city's oldest fire station reopened on Friday after an 18-month renovation"
@@ -83,31 +76,29 @@ def test_signup_prompt_on_the_date_line_is_dropped() -> None:
 
     assert article.published == datetime(2026, 11, 25, tzinfo=UTC)
     assert article.title == "The first snow of the season is expected on Thursday night"
-    assert article.paragraphs == (
-        "The first snow of the season is expected on Thursday night. "
-        "Forecasters warned of icy roads.",
-    )
+    assert article.paragraphs == ("Forecasters warned of icy roads.",)
 
 
 def test_file_without_caption_dateline_or_credit_keeps_every_paragraph() -> None:
     article = read("plain_no_extras.txt")
 
     assert article.paragraphs == (
-        "The Kingsgate footbridge will close for three weeks from Monday. A detour adds about "
-        "600 metres.",
+        "A detour adds about 600 metres.",
         "Engineers said the new deck should last at least 40 years.",
     )
     assert article.title == "The Kingsgate footbridge will close for three weeks from Monday"
-    assert article.summary == article.paragraphs[0]
+    assert article.summary == (
+        "A detour adds about 600 metres. Engineers said the new deck should last at least 40 years."
+    )
     assert article.source is None
 
 
 def test_credit_alone_in_the_last_paragraph_becomes_the_source() -> None:
     article = read("credit_as_last_paragraph.txt")
 
-    assert article.paragraphs == (
-        "Astronomers found that a small asteroid spins once every 3.5 hours.",
-    )
+    # A one-sentence article is all headline: no body or summary repeating it.
+    assert article.title == "Astronomers found that a small asteroid spins once every 3.5 hours"
+    assert (article.paragraphs, article.summary, article.body_html) == ((), "", None)
     assert article.source == "REUTERS"
 
 
@@ -117,35 +108,30 @@ def test_abbreviations_numbers_and_quotes_do_not_split_sentences() -> None:
     assert article.title == (
         "Mr. Jonas Albrecht of the U.S. Geological Survey said the tremor measured 3.5 on Tuesday"
     )
-    assert article.summary == (
-        "Mr. Jonas Albrecht of the U.S. Geological Survey said the tremor measured 3.5 on Tuesday. "
-        '"It was felt across the valley," he said.'
-    )
+    assert article.summary == '"It was felt across the valley," he said. No damage was reported.'
 
 
 def test_whitespace_inside_paragraphs_is_collapsed() -> None:
     article = read("wrapped_lines.txt")
 
-    assert article.paragraphs == (
-        "The café on Halden Square reopened on Monday.",
-        "Its owner, Élise Fontaine, said prices stay under €4.",
-    )
+    assert article.title == "The café on Halden Square reopened on Monday"
+    assert article.paragraphs == ("Its owner, Élise Fontaine, said prices stay under €4.",)
 
 
 def test_long_lead_gives_cut_title_and_summary() -> None:
     article = read("long_lead.txt")
 
+    # No clean cut within 100 characters (`Amsel, Birkwald and Corvey` is a list of names):
+    # an ellipsis, and not after `to the`.
     assert article.title == (
-        "The regional council voted on Wednesday evening to extend the night bus network to the…"
+        "The regional council voted on Wednesday evening to extend the night bus network…"
     )
-    assert len(article.title) <= 90
+    # The body keeps the whole lead, since the headline does not say all of its sentence.
+    assert article.paragraphs[0].startswith(article.title.removesuffix("…") + " to the three")
     assert article.summary == (
         "The regional council voted on Wednesday evening to extend the night bus network to the "
-        "three outer villages of Amsel, Birkwald and Corvey, after a two-year trial showed that "
-        "the late services were used by far more shift workers, students and hospital staff than "
-        "the planners had originally predicted…"
+        "three outer villages of Amsel, Birkwald and Corvey…"
     )
-    assert len(article.summary) <= 300
 
 
 def test_key_is_the_id_after_the_number_prefix(tmp_path: Path) -> None:
@@ -165,7 +151,8 @@ def test_windows_line_endings_and_byte_order_mark_are_accepted(tmp_path: Path) -
     article = read_article_file(path)
 
     assert article.published == datetime(2026, 11, 25, tzinfo=UTC)
-    assert article.paragraphs == ("Snow is expected.",)
+    assert article.title == "Snow is expected"
+    assert article.paragraphs == ()
     assert article.source == "AGENCY"
 
 
@@ -177,27 +164,6 @@ def test_leading_blank_lines_before_the_date_line_are_skipped(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize(
-    ("text", "sentences"),
-    [
-        ("Mr. Roe met Dr. J. K. Ode. They talked.", ["Mr. Roe met Dr. J. K. Ode.", "They talked."]),
-        ("Prices rose 3.5%. 2026 will be calmer.", ["Prices rose 3.5%.", "2026 will be calmer."]),
-        ("The U.S. Army came. It left.", ["The U.S. Army came.", "It left."]),
-        ("Flights to the U.S. The airline agreed.", ["Flights to the U.S.", "The airline agreed."]),
-        ("Open at 9 a.m. on Monday. Free.", ["Open at 9 a.m. on Monday.", "Free."]),
-        ("Tram No. 9 runs from Nov. 21 on. Good.", ["Tram No. 9 runs from Nov. 21 on.", "Good."]),
-        ('"Is it over?" she asked. Yes!', ['"Is it over?" she asked.', "Yes!"]),
-        ("He said: “It works.” Then he left.", ["He said: “It works.”", "Then he left."]),
-        ('"We work," she said. "Hard." Done.', ['"We work," she said.', '"Hard."', "Done."]),
-        ("Acme Inc. The firm grew.", ["Acme Inc.", "The firm grew."]),
-        ("Shares of Acme Inc. rose.", ["Shares of Acme Inc. rose."]),
-        ("No final stop", ["No final stop"]),
-    ],
-)
-def test_split_sentences(text: str, sentences: list[str]) -> None:
-    assert split_sentences(text) == sentences
-
-
-@pytest.mark.parametrize(
     ("lead", "stripped"),
     [
         ("March 13 - Crews worked.", "Crews worked."),
@@ -205,6 +171,12 @@ def test_split_sentences(text: str, sentences: list[str]) -> None:
         ("Nov. 24, 2026 — Crews worked.", "Crews worked."),
         ("LVIV, March 13 (Agency) - Crews worked.", "Crews worked."),
         ("LVIV (Agency) - Crews worked.", "Crews worked."),
+        ("ROTTERDAM, Nov 21 (Reuters) - Crews worked.", "Crews worked."),
+        ("Feb 6 - Crews worked.", "Crews worked."),
+        ("SAO PAULO/LONDON, Feb 6 (Reuters) -- Crews worked.", "Crews worked."),
+        ("ST. PETERSBURG, Florida, March 5 (Reuters) — Crews worked.", "Crews worked."),
+        ("MÜNCHEN, 3 March - Crews worked.", "MÜNCHEN, 3 March - Crews worked."),  # not a dateline
+        ("KYIV — Crews worked.", "Crews worked."),
         ("June 1 - 3 is the festival week.", "June 1 - 3 is the festival week."),
         ("Crews worked on March 13 - all day.", "Crews worked on March 13 - all day."),
     ],
@@ -234,6 +206,8 @@ def test_split_credit(paragraph: str, expected: tuple[str, str | None]) -> None:
         ("A worker repairs a cable, March 12, 2026. AGENCY/Jane Roe", True),
         ("Crowds at the fair. REUTERS/Stringer", True),
         ("A crowd gathers. AP Photo/J. Doe/File Photo", True),
+        ("Volunteers plant trees, May 16, 2026. (AP Photo/Julia Demaree Nikhinson)", True),
+        ("A logo in Bergen. REUTERS/Piroschka van de Wouw/File Photo", True),
         ("Marchers pass Mayor Ana Petrov (not pictured) in the square.", True),
         ("The band paid tribute to AC/DC", False),
         ("Crews restored power on Thursday.", False),
@@ -241,27 +215,6 @@ def test_split_credit(paragraph: str, expected: tuple[str, str | None]) -> None:
 )
 def test_is_photo_caption(paragraph: str, caption: bool) -> None:
     assert is_photo_caption(paragraph) is caption
-
-
-def test_shorten_cuts_at_a_word_boundary() -> None:
-    assert shorten("short text", 20) == "short text"
-    assert shorten("one two three four", 12) == "one two…"
-    assert shorten("one two, three four", 10) == "one two…"
-    assert shorten("abcdefghijkl", 6) == "abcde…"
-
-
-def test_title_keeps_the_period_of_a_final_abbreviation() -> None:
-    assert (
-        derive_title("Power returns to the U.S. Officials cheered.") == "Power returns to the U.S."
-    )
-    assert derive_title("Power returns. Officials cheered.") == "Power returns"
-
-
-def test_summary_takes_two_sentences_only_if_they_fit() -> None:
-    first = "A" * 200 + "."
-    second = "B" * 150 + "."
-    assert summarize(f"{first} {second}") == first
-    assert summarize("One. Two. Three.") == "One. Two."
 
 
 # --- Markdown with front matter -------------------------------------------------------------
@@ -290,14 +243,15 @@ def test_markdown_with_every_front_matter_field() -> None:
 def test_markdown_without_url_or_summary() -> None:
     article = read("front_matter_minimal.md")
 
-    assert article.key == "file:front_matter_minimal"
+    assert article.key == "md:front_matter_minimal"
     assert article.url is None
     assert article.published == datetime(2026, 11, 21, tzinfo=UTC)
     assert article.tags == ()
     # Derived from the first paragraph (not the heading), as plain text.
     assert article.summary == (
         "The Kestrel Ridge Observatory opens its dome on Saturday for a free night of stargazing "
-        "with the 60-cm telescope & guides. Volunteers from the astronomy club will help."
+        "with the 60-cm telescope & guides. Volunteers from the astronomy club will help. "
+        "Doors open at 19:00."
     )
     assert article.body_html is not None
     # Sanitized like feed content: the top heading becomes an <h2> in the email.
@@ -434,7 +388,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_bad_date_line_reports_its_real_line_number(tmp_path: Path) -> None:
     path = tmp_path / "late.txt"
-    path.write_text("\n\ndate: 2026-11-25\n\nText.\n", encoding="utf-8")
+    path.write_text("\n\npublished 2026-11-25\n\nText.\n", encoding="utf-8")
 
     with pytest.raises(ArticleError, match=r"late\.txt: line 3: expected 'date YYYY-MM-DD'"):
         read_article_file(path)
@@ -448,7 +402,7 @@ def test_folder_skips_bad_files_and_keeps_the_others(caplog: pytest.LogCaptureFi
 
     result = read_articles_dir(ARTICLES)
 
-    assert isinstance(result, FolderResult)
+    assert isinstance(result, SourceResult)
     problem_files = [str(problem).split(": ", 1)[0] for problem in result.problems]
     assert problem_files == [str(ARTICLES / name) for name in sorted(BAD_FILES)]
     good = sorted(
@@ -509,13 +463,14 @@ def test_every_seed_parses_without_problems() -> None:
     assert result.problems == []
     names = sorted(p.name for p in SEEDS.iterdir() if not p.name.startswith("."))
     assert [Path(a.origin).name for a in result.articles] == names
-    assert len([n for n in names if n.endswith(".txt")]) == 6
+    assert len([n for n in names if n.endswith(".txt")]) == 7
     assert len([n for n in names if n.endswith(".md")]) == 2
     assert len({a.key for a in result.articles}) == len(result.articles)
     for article in result.articles:
-        assert datetime(2026, 11, 20, tzinfo=UTC) <= article.published
+        assert datetime(2026, 2, 7, tzinfo=UTC) <= article.published
         assert article.published < datetime(2026, 11, 27, tzinfo=UTC)
         assert article.title
+        assert len(article.title) <= 100
         assert article.summary
         assert len(article.summary) <= 300
         assert bool(article.paragraphs) != bool(article.body_html)
@@ -529,4 +484,69 @@ def test_seeds_are_clean_of_captions_credits_and_signup_text() -> None:
     assert "(not pictured)" not in text
     assert "Subscribe" not in text
     assert "November 2" not in text  # datelines stripped
-    assert {a.source for a in result.articles} == {"CITYWIRE", "SKYWIRE", "REGIONPRESS", None}
+    assert "Feb 6 -" not in text
+    assert "Sign up" not in text
+    assert {a.source for a in result.articles} == {
+        "CITYWIRE",
+        "SKYWIRE",
+        "REGIONPRESS",
+        "REUTERS",
+        None,
+    }
+
+
+# SHA-256 of the collector's real output file, as it was handed over.
+REFERENCE_SAMPLE_SHA256 = "a92acc788fa8de1f9b3af00372ad5d9be1a535b14b0eff8627e7fccdda53fc99"
+
+
+def test_the_reference_sample_is_in_the_seeds_byte_for_byte() -> None:
+    sample = SEEDS / "000_b6c0e47541ad49e3.txt"
+    assert hashlib.sha256(sample.read_bytes()).hexdigest() == REFERENCE_SAMPLE_SHA256
+    assert sample.read_bytes().startswith(b" date 2026-02-07 Sign up now:")
+    article = read_article_file(sample)
+    assert article.published == datetime(2026, 2, 7, tzinfo=UTC)
+    assert article.source == "REUTERS"
+    text = " ".join(article.paragraphs)
+    assert "Anatolii Stepanov" not in text and "(not pictured)" not in text
+    assert text.endswith("failing to take decisive action to deal with the system breakdowns.")
+
+
+# --- bounded work per article ----------------------------------------------------------------
+
+
+def test_an_article_file_over_the_limit_is_refused_without_being_read(tmp_path: Path) -> None:
+    path = tmp_path / "001_huge.txt"
+    with path.open("wb") as file:
+        file.truncate(100_000_000)  # 100 MB on paper, a sparse file on disk
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(ArticleError) as caught:
+            read_article_file(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert str(caught.value) == (
+        f"{path}: 100,000,000 bytes is larger than [sources] max_article_bytes (1,000,000 bytes); "
+        "shorten the article or raise the limit"
+    )
+    assert peak < 100_000  # the size was checked before any of it was read
+
+
+def test_the_limit_is_a_setting_and_the_other_files_still_go_out(tmp_path: Path) -> None:
+    (tmp_path / "001_small.txt").write_text("date 2026-11-25\n\nSnow is expected.\n", "utf-8")
+    big = tmp_path / "002_big.txt"
+    big.write_text("date 2026-11-25\n\n" + "Snow is expected. " * 200, encoding="utf-8")
+
+    result = read_articles_dir(tmp_path, max_bytes=2048)
+
+    assert [Path(a.origin).name for a in result.articles] == ["001_small.txt"]
+    assert [str(p) for p in result.problems] == [
+        f"{big}: {big.stat().st_size:,} bytes is larger than [sources] max_article_bytes "
+        "(2,048 bytes); shorten the article or raise the limit"
+    ]
+
+
+def test_the_default_limit_is_about_a_megabyte() -> None:
+    assert SourcesSettings().max_article_bytes == 1_000_000

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,10 +12,12 @@ from typing import Any
 import cssutils
 import lxml.html
 import pytest
+from premailer import Premailer
 
+from newsletter import render as render_module
 from newsletter.config import Settings, load_settings
 from newsletter.errors import TemplateError
-from newsletter.models import Article, RenderedDigest
+from newsletter.models import Article, RenderedDigest, SizeStep
 from newsletter.personalization import TokenSet
 from newsletter.render import (
     HTML_TEMPLATE,
@@ -28,7 +29,9 @@ from newsletter.render import (
     render_digest,
     render_subject,
 )
+from newsletter.render_fit import Treatment, reduced
 from newsletter.render_text import WIDTH, html_to_text, wrap
+from tests import longest_values as longest
 
 FIXTURES = Path(__file__).parent / "render_fixtures"
 NOW = datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
@@ -121,12 +124,12 @@ def mixed_articles(make_article: ArticleFactory) -> list[Article]:
 # --- HTML: inlining, responsiveness, structure ------------------------------------------
 
 
-def test_css_is_inlined_and_the_container_is_600px(
+def test_css_is_inlined_and_the_container_is_fluid_up_to_600px(
     mixed_articles: list[Article], tokens: TokenSet
 ) -> None:
     doc = parse(render(mixed_articles, tokens).html)
     (card,) = doc.cssselect("table.card")
-    assert style_of(card)["width"] == "600px"
+    assert style_of(card)["width"] == "100%" and style_of(card)["max-width"] == "600px"
     assert card.get("role") == "presentation"
     assert all(t.get("role") == "presentation" for t in doc.cssselect("table"))
     (button,) = doc.cssselect("a.button-link")
@@ -270,7 +273,7 @@ def test_text_part_is_readable_plain_text(mixed_articles: list[Article], tokens:
     assert "First paragraph & more." in text
     assert "Open until 10 pm on weekdays & Saturdays." in text
     assert "https://library.example.org/rooms" in text
-    assert f"Unsubscribe: {tokens.token('unsubscribe_url')}" in text
+    assert f"Unsubscribe:\n{tokens.token('unsubscribe_url')}\n" in text  # a line of its own
     assert "Newsletter Ltd, 1 Example Street, 12345 Exampletown" in text
     assert text.endswith("\n") and "\n\n\n" not in text
 
@@ -441,7 +444,7 @@ def test_sections_by_source_group_in_order_of_first_appearance(
         "seeds/local.md",
         "Gazette",
     ]
-    headlines = [h.text_content() for h in doc.cssselect("h2.headline")]
+    headlines = [h.text_content() for h in doc.cssselect("h3.headline")]  # under the h2s
     assert headlines == [articles[i].title for i in (0, 2, 1, 3)]
     assert [line for line in digest.text.splitlines() if line in ("WIRE", "GAZETTE")] == [
         "WIRE",
@@ -455,6 +458,16 @@ def test_flat_list_has_no_section_titles(make_article: ArticleFactory, tokens: T
     assert doc.cssselect("h2.section-title") == []
 
 
+def sent_html_size(digest: RenderedDigest, tokens: TokenSet, config: Settings) -> int:
+    base_url = config.web.base_url
+    return longest.size(longest.fill(digest.html, tokens, base_url=base_url, escaped=True))
+
+
+def sent_text_size(digest: RenderedDigest, tokens: TokenSet, config: Settings) -> int:
+    base_url = config.web.base_url
+    return longest.size(longest.fill(digest.text, tokens, base_url=base_url, escaped=False))
+
+
 def test_oversized_digest_falls_back_to_summaries(
     make_article: ArticleFactory, tokens: TokenSet, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -462,29 +475,122 @@ def test_oversized_digest_falls_back_to_summaries(
     articles = [make_article(url=None, paragraphs=long_text) for _ in range(3)]
     config = settings(max_html_bytes=20_000)
     assert len(render(articles, tokens, settings()).html.encode()) > 20_000
-    with caplog.at_level(logging.WARNING, logger="newsletter.render"):
+    with caplog.at_level(logging.INFO, logger="newsletter"):
         digest = render(articles, tokens, config)
-    assert digest.summaries_only is True
-    assert len(digest.html.encode()) <= 20_000
+    assert digest.size_step is SizeStep.SUMMARIES and digest.summaries_only is True
+    assert digest.article_keys == tuple(a.key for a in articles) and digest.carried_over == ()
+    assert sent_html_size(digest, tokens, config) <= 20_000
     assert "Paragraph 0:" not in digest.html and "Paragraph 0:" not in digest.text
     assert all(a.summary in digest.text for a in articles)
+    assert [p.text_content() for p in parse(digest.html).cssselect("p.summary")] == [
+        a.summary for a in articles
+    ]
+    assert "in brief" in parse(digest.html).cssselect("p.intro")[0].text_content()
     (record,) = caplog.records
     assert record.levelno == logging.WARNING and "max_html_bytes=20000" in record.getMessage()
+    assert "3 as summaries" in record.getMessage()
 
 
-def test_still_oversized_digest_is_kept_with_a_second_warning(
+def test_the_oldest_articles_become_headlines_before_any_is_left_out(
+    make_article: ArticleFactory, tokens: TokenSet
+) -> None:
+    articles = [make_article(summary=f"Summary {n}. " + "context " * 60) for n in range(40)]
+    # The limit lies halfway between the digest as all summaries and as all headlines.
+    roomy = settings(max_html_bytes=10_000_000)
+    as_summaries = render([reduced(a, Treatment.SUMMARY) for a in articles], tokens, roomy)
+    as_headlines = render([reduced(a, Treatment.HEADLINE) for a in articles], tokens, roomy)
+    low, high = (sent_html_size(d, tokens, roomy) for d in (as_headlines, as_summaries))
+    assert high - low > 20_000
+    config = settings(max_html_bytes=(low + high) // 2)
+
+    digest = render(articles, tokens, config)
+
+    assert digest.size_step is SizeStep.HEADLINES and digest.carried_over == ()
+    assert sent_html_size(digest, tokens, config) <= config.digest.max_html_bytes
+    doc = parse(digest.html)
+    with_summary = [
+        a.title
+        for a, cell in zip(articles, doc.cssselect("td.article-cell"), strict=True)
+        if cell.cssselect("p.summary")
+    ]
+    kept = len(with_summary)
+    assert 0 < kept < len(articles)
+    assert with_summary == [a.title for a in articles[:kept]]  # the newest keep their summary
+    assert [a.get("href") for a in doc.cssselect("a.button-link")] == [a.url for a in articles]
+
+
+def test_articles_that_still_do_not_fit_are_carried_over_oldest_first(
     make_article: ArticleFactory, tokens: TokenSet, caplog: pytest.LogCaptureFixture
 ) -> None:
-    articles = [make_article(summary="summary text " * 30) for _ in range(40)]
-    with caplog.at_level(logging.WARNING, logger="newsletter.render"):
-        digest = render(articles, tokens, settings(max_html_bytes=10_000))
-    assert digest.summaries_only is True
-    assert len(parse(digest.html).cssselect("h2.headline")) == 40
-    assert [r.levelno for r in caplog.records] == [logging.WARNING, logging.WARNING]
-    assert "still" in caplog.records[1].getMessage()
+    articles = [make_article(summary="summary text " * 30) for _ in range(60)]
+    shuffled = articles[1::2] + articles[0::2]  # the digest keeps the order it was given
+    config = settings(max_html_bytes=30_000)
+    with caplog.at_level(logging.INFO, logger="newsletter"):
+        digest = render(shuffled, tokens, config)
+
+    assert digest.size_step is SizeStep.CARRIED_OVER
+    assert sent_html_size(digest, tokens, config) <= 30_000
+    assert sent_text_size(digest, tokens, config) <= 30_000
+    kept = len(digest.article_keys)
+    assert 0 < kept < 60
+    newest = {a.key for a in articles[:kept]}
+    assert digest.article_keys == tuple(a.key for a in shuffled if a.key in newest)
+    assert set(digest.carried_over) == {a.key for a in articles[kept:]}
+    headlines = [h.text_content() for h in parse(digest.html).cssselect("h2.headline")]
+    assert headlines == [a.title for a in shuffled if a.key in newest]
+    assert "summary text" not in digest.html  # headline and link only
+    (record,) = caplog.records
+    assert f"{60 - kept} carried over to the next digest" in record.getMessage()
 
 
-# --- logging and speed ------------------------------------------------------------------
+def test_a_single_article_over_the_limit_goes_out_as_its_summary(
+    make_article: ArticleFactory, tokens: TokenSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inlined: list[int] = []
+    original = render_module.inline_css
+
+    def recording(html: str) -> str:
+        inlined.append(len(html.encode()))
+        return original(html)
+
+    monkeypatch.setattr(render_module, "inline_css", recording)
+    huge = make_article(url=None, paragraphs=("word " * 400_000, "The end."), summary="In short.")
+    others = [make_article(url=None, paragraphs=("Short text.",)) for _ in range(3)]
+    config = settings()
+
+    digest = render([*others[:1], huge, *others[1:]], tokens, config)
+
+    assert digest.article_keys == (others[0].key, huge.key, others[1].key, others[2].key)
+    assert sent_html_size(digest, tokens, config) <= config.digest.max_html_bytes
+    assert "The end." not in digest.html and "In short." in digest.html
+    assert digest.html.count("Short text.") == 3  # the others keep their full text
+    assert digest.size_step is SizeStep.SUMMARIES
+    assert inlined and max(inlined) < 2 * config.digest.max_html_bytes  # never the 2 MB body
+
+
+def test_a_template_too_heavy_for_even_one_article_is_a_template_error(
+    make_article: ArticleFactory, tokens: TokenSet
+) -> None:
+    with pytest.raises(TemplateError) as caught:
+        render([make_article()], tokens, settings(max_html_bytes=10_000))
+    message = str(caught.value)
+    assert message.startswith("the digest does not fit in digest.max_html_bytes=10000")
+    assert "\n" not in message
+
+
+def test_personal_tokens_inside_article_blocks_are_counted(
+    make_article: ArticleFactory, tokens: TokenSet
+) -> None:
+    """The heavy template prints the address in every block: each one can grow by ~1 KB."""
+    config = settings(templates_dir=FIXTURES / "heavy", max_html_bytes=60_000)
+    digest = render([make_article() for _ in range(30)], tokens, config)
+    assert digest.html.count(tokens.token("email")) > 2 * len(digest.article_keys)
+    assert sent_html_size(digest, tokens, config) <= 60_000
+    assert digest.carried_over  # the tokens are what pushed them out
+    assert len(digest.html.encode()) < 45_000
+
+
+# --- logging and cost ---------------------------------------------------------------------
 
 
 def test_rendering_does_not_add_cssutils_log_handlers(
@@ -499,12 +605,25 @@ def test_rendering_does_not_add_cssutils_log_handlers(
     assert cssutils.log.getEffectiveLevel() == logging.CRITICAL
 
 
-def test_ten_articles_render_quickly(make_article: ArticleFactory, tokens: TokenSet) -> None:
+def test_one_inline_for_a_digest_that_fits_and_two_for_one_that_does_not(
+    make_article: ArticleFactory, tokens: TokenSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    original = Premailer.transform
+
+    def counting(self: Premailer, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Premailer, "transform", counting)
     articles = [
         make_article(url=None if n % 2 else f"https://x.example/{n}", paragraphs=("text " * 200,))
         for n in range(10)
     ]
-    render(articles, tokens)  # warm up imports and caches
-    start = time.perf_counter()
-    render(articles, tokens)
-    assert time.perf_counter() - start < 0.5
+    assert render(articles, tokens).size_step is SizeStep.FULL
+    assert len(calls) == 1
+
+    calls.clear()
+    many = [make_article(paragraphs=("text " * 2000,)) for _ in range(300)]
+    assert render(many, tokens).size_step is SizeStep.CARRIED_OVER
+    assert len(calls) <= 2

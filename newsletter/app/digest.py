@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from newsletter.app.context import Context
+from newsletter.errors import SourceError
 from newsletter.models import Article, RenderedDigest
 from newsletter.personalization import TokenSet
 from newsletter.render import render_digest
 from newsletter.selection import select_new_articles
+from newsletter.sources.base import Duplicate, first_by_key
 from newsletter.sources.feeds import FeedResult, FeedState, fetch_feeds
 from newsletter.sources.folder import read_articles_dir
 from newsletter.store import digests as digest_rows
@@ -25,19 +27,30 @@ class Gathered:
 
     candidates: list[Article] = field(default_factory=list)  # not carried by any digest yet
     carried_urls: list[str] = field(default_factory=list)
-    found: int = 0
+    found: list[Article] = field(default_factory=list)  # read this time, one per key
     new: int = 0
     problems: list[str] = field(default_factory=list)
     feeds: list[FeedResult] = field(default_factory=list)
+    duplicates: list[Duplicate] = field(default_factory=list)  # left out: same key as another
 
 
 def _read_sources(ctx: Context, gathered: Gathered) -> list[Article]:
+    """Every article the folder and the feeds hold now, in that order (keys may repeat)."""
     settings = ctx.settings.sources
-    folder = read_articles_dir(settings.articles_dir)
-    for problem in folder.problems:
-        gathered.problems.append(str(problem))
-        log.warning("skipped article: %s", problem)
-    found = list(folder.articles)
+    found: list[Article] = []
+    try:
+        folder = read_articles_dir(settings.articles_dir, max_bytes=settings.max_article_bytes)
+    except SourceError as exc:
+        if not settings.feeds:  # no source left: a setting to fix, not a digest to send
+            raise
+        gathered.problems.append(str(exc))  # the feeds still go out
+        log.warning("articles folder skipped: %s", exc)
+    else:
+        for problem in folder.problems:
+            gathered.problems.append(str(problem))
+            log.warning("skipped article: %s", problem)
+        gathered.duplicates.extend(folder.duplicates)
+        found.extend(folder.articles)
     if settings.feeds:
         with ctx.store.atomic() as conn:
             validators = feed_rows.load_validators(conn)
@@ -54,10 +67,16 @@ def _read_sources(ctx: Context, gathered: Gathered) -> list[Article]:
 
 
 def gather_candidates(ctx: Context, *, remember: bool = True) -> Gathered:
-    """Read every source; with ``remember``, store new articles and feed validators."""
+    """Read every source; with ``remember``, store new articles and feed validators.
+
+    The same article found under one key twice (a story in two feeds, a file beside its
+    feed entry) is counted once, the first found; both ways (remembering or not) use exactly
+    the same articles, so a preview shows what a send carries.
+    """
     gathered = Gathered()
-    found = _read_sources(ctx, gathered)
-    gathered.found = len(found)
+    gathered.found, duplicates = first_by_key(_read_sources(ctx, gathered))
+    gathered.duplicates.extend(duplicates)
+    found = gathered.found
     now = ctx.clock()
     since = now - timedelta(days=ctx.settings.digest.max_age_days)
     with ctx.store.atomic() as conn:
@@ -75,8 +94,8 @@ def gather_candidates(ctx: Context, *, remember: bool = True) -> Gathered:
             gathered.candidates = digest_rows.uncarried_articles(conn, published_since=since)
         else:
             known = digest_rows.known_keys(conn, [a.key for a in found])
-            gathered.new = len({a.key for a in found} - known)
             fresh = [a for a in found if a.key not in known]
+            gathered.new = len(fresh)
             gathered.candidates = (
                 digest_rows.uncarried_articles(conn, published_since=since) + fresh
             )
@@ -86,16 +105,22 @@ def gather_candidates(ctx: Context, *, remember: bool = True) -> Gathered:
 
 @dataclass(frozen=True)
 class NextDigest:
+    """The next digest: the articles it carries (in order) and the digest rendered once.
+
+    ``selected`` is what selection chose; the render stage may leave some of them out for
+    size (``rendered.carried_over``), so ``articles`` are the ones actually included.
+    """
+
     articles: list[Article]
     rendered: RenderedDigest
     tokens: TokenSet
+    selected: list[Article] = field(default_factory=list)
 
 
-def next_digest(ctx: Context, *, remember: bool = True) -> tuple[NextDigest | None, Gathered]:
-    """Select and render the next digest; None when there is nothing new to send."""
-    gathered = gather_candidates(ctx, remember=remember)
+def _select(ctx: Context, gathered: Gathered) -> list[Article]:
+    """The candidates the next digest would carry, by the digest and feed settings."""
     digest_settings = ctx.settings.digest
-    articles = select_new_articles(
+    return select_new_articles(
         gathered.candidates,
         now=ctx.clock(),
         max_age_days=digest_settings.max_age_days,
@@ -103,11 +128,19 @@ def next_digest(ctx: Context, *, remember: bool = True) -> tuple[NextDigest | No
         per_origin_limit={f.url: f.max_items for f in ctx.settings.sources.feeds if f.max_items},
         carried_urls=gathered.carried_urls,
     )
-    if not articles:
+
+
+def next_digest(ctx: Context, *, remember: bool = True) -> tuple[NextDigest | None, Gathered]:
+    """Select and render the next digest; None when there is nothing new to send."""
+    gathered = gather_candidates(ctx, remember=remember)
+    selected = _select(ctx, gathered)
+    if not selected:
         return None, gathered
     tokens = TokenSet()
-    rendered = render_digest(articles, settings=ctx.settings, now=ctx.clock(), tokens=tokens)
-    return NextDigest(articles, rendered, tokens), gathered
+    rendered = render_digest(selected, settings=ctx.settings, now=ctx.clock(), tokens=tokens)
+    included = set(rendered.article_keys)
+    articles = [a for a in selected if a.key in included]
+    return NextDigest(articles, rendered, tokens, selected), gathered
 
 
 def preview_digest(ctx: Context) -> tuple[NextDigest | None, Gathered]:

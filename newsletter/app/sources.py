@@ -1,11 +1,13 @@
-"""``sources check``: read every source once and say what each holds, storing nothing."""
+"""``sources check`` and ``sources list``: read every source once, storing nothing."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from newsletter.app.context import Context
+from newsletter.app.digest import gather_candidates
 from newsletter.errors import SourceError
+from newsletter.models import Article
 from newsletter.sources.feeds import FeedState, fetch_feeds
 from newsletter.sources.folder import read_articles_dir
 from newsletter.store import digests as digest_rows
@@ -34,7 +36,7 @@ def check_sources(ctx: Context) -> list[SourceCheck]:
     with ctx.store.atomic() as conn:
         validators = feed_rows.load_validators(conn)
         try:
-            folder = read_articles_dir(settings.articles_dir)
+            folder = read_articles_dir(settings.articles_dir, max_bytes=settings.max_article_bytes)
         except SourceError as exc:
             checks.append(SourceCheck(str(settings.articles_dir), 0, 0, (str(exc),)))
         else:
@@ -61,3 +63,18 @@ def check_sources(ctx: Context) -> list[SourceCheck]:
                 )
             )
     return checks
+
+
+@dataclass(frozen=True)
+class ArticleListing:
+    """Every article the sources hold now (one per key, newest first) and what was skipped."""
+
+    articles: list[Article]
+    problems: list[str]
+
+
+def list_articles(ctx: Context) -> ArticleListing:
+    """Read every source now, as a send would, storing nothing."""
+    gathered = gather_candidates(ctx, remember=False)
+    articles = sorted(gathered.found, key=lambda a: (a.published, a.key), reverse=True)
+    return ArticleListing(articles, gathered.problems)

@@ -1,7 +1,9 @@
 """A downloaded RSS 0.9x/1.0/2.0 or Atom document turned into ``Article``s.
 
-:func:`parse_feed` reads the bytes with feedparser and normalizes each entry: title, date,
-stable key, summary and sanitized body. Entry HTML is untrusted and goes through
+:func:`parse_feed` reads the bytes with feedparser and turns each entry into a
+:class:`~newsletter.sources.base.Draft` (title and summary as the feed gives them, date,
+identity, sanitized body); the common policy in :mod:`newsletter.sources.base` makes the
+Article, as for files. Entry HTML is untrusted and goes through
 :func:`~newsletter.sources.sanitize.sanitize_html`. Downloading is
 :mod:`newsletter.sources.feeds`' job.
 """
@@ -9,7 +11,6 @@ stable key, summary and sanitized body. Entry HTML is untrusted and goes through
 from __future__ import annotations
 
 import calendar
-import hashlib
 import html
 import io
 import re
@@ -28,22 +29,15 @@ from feedparser.exceptions import (
 )
 
 from newsletter.config import FeedSettings
-from newsletter.errors import SourceError
+from newsletter.errors import ArticleError, SourceError
 from newsletter.models import Article
-from newsletter.sources.sanitize import absolute_url, html_to_text, sanitize_html, text_to_html
-from newsletter.sources.scraped import shorten
-
-SUMMARY_MAX_CHARS = 300
-TITLE_FROM_SUMMARY_MAX_CHARS = 80
-UNTITLED = "(untitled)"
+from newsletter.sources.base import Draft, Identity, SourceResult, finish_article
+from newsletter.sources.sanitize import absolute_url, sanitize_html, text_to_html
+from newsletter.text import collapse, html_to_line
 
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
 _CHARSET = re.compile(r"charset\s*=\s*[\"']?([\w.:-]+)", re.IGNORECASE)
-_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
 _HTML_PAGE = re.compile(rb"^\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html)[\s>]", re.I | re.S)
-# Stripped before the ellipsis of a cut summary or title; unlike scraped text, this drops a
-# sentence's final period too ("storm…", not "storm.…").
-_DROP_BEFORE_ELLIPSIS = " ,;:.-–—"
 
 
 def parse_feed(
@@ -53,12 +47,13 @@ def parse_feed(
     base_url: str,
     now: datetime,
     content_type: str | None = None,
-) -> tuple[list[Article], list[str]]:
-    """Articles from one downloaded feed document, newest first, plus warnings.
+) -> SourceResult:
+    """Articles from one downloaded feed document, newest first, plus problems.
 
     ``base_url`` is where the document was fetched from (relative links are resolved against
     it); ``now`` (timezone-aware) dates entries that carry no date. A malformed feed yields the
-    entries that could be read and a warning. Raises ``SourceError`` when nothing could be
+    entries that could be read and a problem; so does an entry that cannot be read, or that
+    has the id of an earlier, different entry. Raises ``SourceError`` when nothing could be
     read: not a feed, or no entries and broken.
     """
     if now.tzinfo is None:
@@ -82,24 +77,38 @@ def parse_feed(
         raise SourceError(f"{label}: {_not_a_feed(data, problem)}")
 
     source = _feed_title(feed, parsed)
-    articles: list[Article] = []
-    warnings: list[str] = []
-    seen: set[str] = set()
+    result = SourceResult()
+    seen: dict[str, tuple[int, Article]] = {}  # key -> the entry number and article with it
     for number, entry in enumerate(parsed.entries, start=1):
         try:
-            article = _article(entry, feed=feed, source=source, base_url=base_url, now=now)
+            draft = _draft(entry, feed=feed, source=source, base_url=base_url, now=now)
+            article = finish_article(draft) if draft else None
         except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
-            warnings.append(f"{label}: entry {number} skipped ({one_line(repr(exc))})")
+            result.problems.append(
+                ArticleError(f"{label}: entry {number} skipped ({collapse(repr(exc))})")
+            )
             continue
-        if article is None or article.key in seen:
+        if article is None:
             continue
-        seen.add(article.key)
-        articles.append(article)
+        if article.key in seen:
+            first_number, first = seen[article.key]
+            if (first.title, first.summary) != (article.title, article.summary):
+                result.problems.append(
+                    ArticleError(
+                        f"{label}: entry {number} skipped: it has the id of entry "
+                        f"{first_number} ({article.key}) but other content; "
+                        "the feed should give each entry its own id"
+                    )
+                )
+            continue
+        seen[article.key] = (number, article)
+        result.articles.append(article)
     if problem:
-        count = f"{len(articles)} {'entry' if len(articles) == 1 else 'entries'} read"
-        warnings.insert(0, f"{label}: {problem}; {count}")
-    articles.sort(key=lambda article: article.published, reverse=True)
-    return articles, warnings
+        read = len(result.articles)
+        count = f"{read} {'entry' if read == 1 else 'entries'} read"
+        result.problems.insert(0, ArticleError(f"{label}: {problem}; {count}"))
+    result.articles.sort(key=lambda article: article.published, reverse=True)
+    return result
 
 
 def feed_label(feed: FeedSettings) -> str:
@@ -107,17 +116,12 @@ def feed_label(feed: FeedSettings) -> str:
     return f"{feed.url} ({feed.name})" if feed.name else feed.url
 
 
-def one_line(text: str) -> str:
-    """``text`` with every run of whitespace, newlines included, made one space."""
-    return " ".join(text.split())
-
-
 # -- entries -------------------------------------------------------------------------------
 
 
-def _article(
+def _draft(
     entry: Mapping[str, Any], *, feed: FeedSettings, source: str, base_url: str, now: datetime
-) -> Article | None:
+) -> Draft | None:
     content = _content(entry)
     summary_detail = entry.get("summary_detail")
     if summary_detail and not summary_detail.get("value", "").strip():
@@ -128,26 +132,25 @@ def _article(
         return None  # e.g. the unfinished last entry of a truncated feed
 
     body_detail = content or summary_detail
-    body_html = _detail_html(body_detail, base_url) if body_detail else None
-    if summary_detail:
-        summary = _shorten(_detail_text(summary_detail), SUMMARY_MAX_CHARS)
-    elif content:
-        summary = _first_sentences(_detail_text(content), SUMMARY_MAX_CHARS)
-    else:
-        summary = ""
-    title = html_to_text(raw_title) or _shorten(summary, TITLE_FROM_SUMMARY_MAX_CHARS) or UNTITLED
     raw_body = body_detail.get("value", "") if body_detail else ""
-    return Article(
-        key=_key(entry, url, raw_title, raw_body),
-        title=title,
+    summary = _detail_text(summary_detail) if summary_detail else ""
+    return Draft(
+        identity=Identity(
+            guid=(entry.get("id") or "").strip(),
+            scope=feed.url,
+            url=url or "",
+            content=f"{raw_title}\n{raw_body}",
+        ),
         # Undated entries count from when they were first seen; a feed whose clock runs ahead
         # must not pin its entries to the top of every digest.
         published=min(_published(entry) or now, now),
+        origin=feed.url,
+        title=html_to_line(raw_title),
         summary=summary,
-        body_html=body_html or None,
+        body_html=(_detail_html(body_detail, base_url) if body_detail else None) or None,
+        lead=_detail_text(content) if content else summary,
         url=url,
         source=source,
-        origin=feed.url,
     )
 
 
@@ -171,21 +174,11 @@ def _detail_html(detail: Mapping[str, Any], base_url: str) -> str:
 
 
 def _detail_text(detail: Mapping[str, Any]) -> str:
-    """Plain text of a detail, whitespace collapsed to single spaces (``_shorten`` relies on it)."""
+    """Plain text of a detail on one line."""
     value = detail.get("value") or ""
     if detail.get("type") in _HTML_TYPES:
-        return html_to_text(value)
-    return " ".join(value.split())
-
-
-def _key(entry: Mapping[str, Any], url: str | None, raw_title: str, raw_body: str) -> str:
-    guid = (entry.get("id") or "").strip()
-    if guid:
-        return f"id:{guid}"
-    if url:
-        return f"url:{url}"
-    digest = hashlib.sha256(f"{raw_title}\n{raw_body}".encode()).hexdigest()
-    return f"hash:{digest[:32]}"
+        return html_to_line(value)
+    return collapse(value)
 
 
 def _published(entry: Mapping[str, Any]) -> datetime | None:
@@ -200,33 +193,13 @@ def _published(entry: Mapping[str, Any]) -> datetime | None:
     return None
 
 
-def _shorten(text: str, limit: int) -> str:
-    """``text`` cut at a word boundary to at most ``limit`` characters, with an ellipsis."""
-    return shorten(text, limit, drop_trailing=_DROP_BEFORE_ELLIPSIS)
-
-
-def _first_sentences(text: str, limit: int) -> str:
-    """As many whole leading sentences of ``text`` as fit in ``limit`` characters.
-
-    Not :func:`~newsletter.sources.scraped.summarize`: that keeps at most two sentences and
-    knows abbreviations; feeds have always kept as many sentences as fit.
-    """
-    summary = ""
-    for sentence in _SENTENCE_END.split(text):
-        candidate = f"{summary} {sentence}".strip()
-        if len(candidate) > limit:
-            break
-        summary = candidate
-    return summary or _shorten(text, limit)
-
-
 # -- feed level ----------------------------------------------------------------------------
 
 
 def _feed_title(feed: FeedSettings, parsed: Mapping[str, Any]) -> str:
     if feed.name:
         return feed.name
-    title = html_to_text(parsed["feed"].get("title") or "")
+    title = html_to_line(parsed["feed"].get("title") or "")
     return title or urlsplit(feed.url).hostname or feed.url
 
 
@@ -244,14 +217,14 @@ def _xml_content_type(content_type: str | None) -> str:
 def _bozo_problem(parsed: Mapping[str, Any]) -> str | None:
     exc = parsed.get("bozo_exception")
     if isinstance(exc, CharacterEncodingOverride | CharacterEncodingUnknown):
-        return f"character encoding problem ({one_line(str(exc))})"
+        return f"character encoding problem ({collapse(str(exc))})"
     if isinstance(exc, ThingsNobodyCaresAboutButMe):  # e.g. media type; harmless
         return None
     if isinstance(exc, xml.sax.SAXParseException):
-        return f"malformed feed (line {exc.getLineNumber()}: {one_line(exc.getMessage())})"
+        return f"malformed feed (line {exc.getLineNumber()}: {collapse(exc.getMessage())})"
     if exc is None:
         return "malformed feed"
-    return f"malformed feed ({one_line(str(exc)) or type(exc).__name__})"
+    return f"malformed feed ({collapse(str(exc)) or type(exc).__name__})"
 
 
 def _not_a_feed(data: bytes, problem: str | None) -> str:

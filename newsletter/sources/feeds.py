@@ -18,7 +18,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -26,7 +25,8 @@ from newsletter import __version__
 from newsletter.config import FeedSettings, SourcesSettings
 from newsletter.errors import SourceError
 from newsletter.models import Article
-from newsletter.sources.feed_entries import feed_label, one_line, parse_feed
+from newsletter.sources.feed_entries import feed_label, parse_feed
+from newsletter.text import collapse, is_http_url
 
 __all__ = ["ACCEPT", "FeedResult", "FeedState", "fetch_feed", "fetch_feeds", "parse_feed"]
 
@@ -103,7 +103,7 @@ def fetch_feed(
         logger.info("Feed %r not modified", feed.url)
         return FeedResult(feed, [], state, not_modified=True)
     try:
-        articles, warnings = parse_feed(
+        parsed = parse_feed(
             download.body,
             feed=feed,
             base_url=download.url,
@@ -115,14 +115,15 @@ def fetch_feed(
         return FeedResult(feed, [], state, not_modified=False, error=str(exc))
     except Exception as exc:  # feedparser on hostile input: one feed must not stop the run
         logger.exception("Unexpected error parsing feed %r", feed.url)
-        error = f"{label}: cannot parse the feed ({one_line(repr(exc))}); please report this bug"
+        error = f"{label}: cannot parse the feed ({collapse(repr(exc))}); please report this bug"
         return FeedResult(feed, [], state, not_modified=False, error=error)
-    for warning in warnings:
-        logger.warning("%s", warning)
-    logger.info("Feed %r: %d entries", feed.url, len(articles))
+    for problem in parsed.problems:
+        logger.warning("%s", problem)
+    logger.info("Feed %r: %d entries", feed.url, len(parsed.articles))
     new_state = FeedState(etag=download.etag, last_modified=download.last_modified)
     moved = [f"{label}: {warning}" for warning in download.warnings]
-    return FeedResult(feed, articles, new_state, False, moved + warnings)
+    problems = [str(problem) for problem in parsed.problems]
+    return FeedResult(feed, parsed.articles, new_state, False, moved + problems)
 
 
 # -- HTTP ----------------------------------------------------------------------------------
@@ -146,7 +147,7 @@ def _download(
     url: str, *, client: httpx.Client, state: FeedState, settings: SourcesSettings
 ) -> _Download | None:
     """GET ``url`` within the limits in ``settings``; None when the server answers 304."""
-    if not _is_http(url):
+    if not is_http_url(url):
         raise _FetchError("not an http(s) url; check the feed url in the config")
     headers = {
         "User-Agent": settings.user_agent or f"newsletter/{__version__} (+feed digest)",
@@ -167,7 +168,7 @@ def _download(
             try:
                 if response.next_request is not None:  # a redirect with a usable Location
                     url = str(response.next_request.url)
-                    if not _is_http(url):
+                    if not is_http_url(url):
                         raise _FetchError(
                             f"redirected to {url}, which is not an http(s) url; check the feed url"
                         )
@@ -209,29 +210,21 @@ def _download(
         ) from None
     except httpx.InvalidURL as exc:
         raise _FetchError(
-            f"not a valid url ({one_line(str(exc))}); check the feed url in the config"
+            f"not a valid url ({collapse(str(exc))}); check the feed url in the config"
         ) from None
     except httpx.DecodingError as exc:
         raise _FetchError(
-            f"cannot decode the response ({one_line(str(exc))}); the server sent a broken body"
+            f"cannot decode the response ({collapse(str(exc))}); the server sent a broken body"
         ) from None
     except httpx.HTTPError as exc:  # connection refused, DNS, TLS, protocol errors
         raise _FetchError(
-            f"download failed ({one_line(str(exc)) or type(exc).__name__}); "
+            f"download failed ({collapse(str(exc)) or type(exc).__name__}); "
             "check the url and your network"
         ) from None
     raise _FetchError(
         f"more than {settings.max_redirects} redirects (last to {url}); "
         "check the url or raise sources.max_redirects"
     )
-
-
-def _is_http(url: str) -> bool:
-    try:
-        parts = urlsplit(url)
-    except ValueError:  # e.g. an unbalanced "[" in an IPv6 host
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
 def _read_body(

@@ -18,19 +18,19 @@ Article content is untrusted: raw HTML is escaped, not passed through, and markd
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import yaml
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
 from newsletter.errors import ArticleError
-from newsletter.models import Article
+from newsletter.sources.base import Draft, Identity
 from newsletter.sources.sanitize import sanitize_html
-from newsletter.sources.scraped import summarize
+from newsletter.text import clip, collapse, is_http_url
 
 # The "commonmark" preset enables raw HTML by default: switch it off explicitly.
 _MARKDOWN = MarkdownIt("commonmark", {"html": False})
@@ -41,15 +41,27 @@ _Fail = Callable[[str, str], ArticleError]
 _DATE_HINT = "use a date like 2026-11-21 or a datetime like 2026-11-21T08:30:00+01:00"
 
 
-def parse_markdown(text: str, path: Path) -> Article:
-    """Build an Article from the text of a ``.md`` file; raise ArticleError if unusable."""
+@dataclass(frozen=True)
+class MarkdownReader:
+    """The reader for ``.md`` files: Markdown with YAML front matter."""
+
+    extensions: tuple[str, ...] = (".md",)
+    description: str = "Markdown with front matter"
+
+    def read(self, text: str, path: Path) -> Draft:
+        """A Draft from the text of a Markdown file; ``ArticleError`` if it is unusable."""
+        return parse_markdown(text, path)
+
+
+def parse_markdown(text: str, path: Path) -> Draft:
+    """A Draft from the text of a ``.md`` file; raise ArticleError if unusable."""
     if not text.strip():
         raise ArticleError(f"{path}: file is empty; expected '---' front matter (title, date)")
     lines = text.split("\n")
     if lines[0].rstrip() != _FENCE:
         raise ArticleError(
             f"{path}: line 1: expected '---' to open the front matter (title and date are "
-            f"required), got {_clip(lines[0].strip())!r}"
+            f"required), got {clip(lines[0])!r}"
         )
     close = next((n for n in range(1, len(lines)) if lines[n].rstrip() == _FENCE), None)
     if close is None:
@@ -77,12 +89,13 @@ def parse_markdown(text: str, path: Path) -> Article:
             f"{path}: no article text after the front matter (line {close + 1}); "
             "add the body below the closing '---'"
         )
-    summary = _text_field(fields, "summary", fail) or summarize(_first_paragraph_text(tokens))
-    return Article(
-        key=f"url:{url}" if url else f"file:{path.stem}",
-        title=title,
+    return Draft(
+        identity=Identity(url=url or "", file_id=path.stem, file_kind="md"),
         published=published,
-        summary=summary,
+        origin=str(path),
+        title=title,
+        summary=_text_field(fields, "summary", fail),
+        lead=_first_paragraph_text(tokens),
         # The same email-safe subset as feed content: headings mapped, images capped,
         # relative links resolved against the article's URL (or dropped without one).
         body_html=sanitize_html(
@@ -90,7 +103,6 @@ def parse_markdown(text: str, path: Path) -> Article:
         ),
         url=url,
         tags=tags,
-        origin=str(path),
     )
 
 
@@ -119,7 +131,7 @@ def _load_front_matter(
                 fields[key] = loader.construct_object(value_node, deep=True)
             except (ValueError, TypeError, yaml.YAMLError) as exc:  # e.g. date: 2026-02-30
                 raise ArticleError(
-                    f"{path}: line {key_lines[key]}: bad value for {key!r}: {_one_line(exc)}"
+                    f"{path}: line {key_lines[key]}: bad value for {key!r}: {collapse(str(exc))}"
                 ) from None
         return fields, key_lines
     except yaml.MarkedYAMLError as exc:
@@ -133,7 +145,7 @@ def _load_front_matter(
         ) from None
     except yaml.YAMLError as exc:
         raise ArticleError(
-            f"{path}: lines 1-{close + 1}: front matter is not valid YAML: {_one_line(exc)}"
+            f"{path}: lines 1-{close + 1}: front matter is not valid YAML: {collapse(str(exc))}"
         ) from None
     finally:
         loader.dispose()
@@ -144,8 +156,8 @@ def _text_field(fields: dict[str, Any], key: str, fail: _Fail) -> str:
     if value is None:
         return ""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise fail(key, f"{key!r} must be text, got {_clip(repr(value))} (put it in quotes)")
-    return " ".join(str(value).split())
+        raise fail(key, f"{key!r} must be text, got {clip(repr(value))} (put it in quotes)")
+    return collapse(str(value))
 
 
 def _date_field(value: Any, fail: _Fail) -> datetime:
@@ -155,29 +167,22 @@ def _date_field(value: Any, fail: _Fail) -> datetime:
         try:
             value = datetime.fromisoformat(value.strip())
         except ValueError:
-            raise fail("date", f"bad 'date' {_clip(value)!r}; {_DATE_HINT}") from None
+            raise fail("date", f"bad 'date' {clip(value)!r}; {_DATE_HINT}") from None
     if isinstance(value, datetime):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day, tzinfo=UTC)
-    raise fail("date", f"bad 'date' {_clip(repr(value))}; {_DATE_HINT}")
+    raise fail("date", f"bad 'date' {clip(repr(value))}; {_DATE_HINT}")
 
 
 def _url_field(value: Any, fail: _Fail) -> str | None:
     if value is None or value == "":
         return None
-    if isinstance(value, str):
-        url = value.strip()
-        parts = urlsplit(url)
-        if (
-            parts.scheme.lower() in ("http", "https")
-            and parts.netloc
-            and not any(c.isspace() for c in url)
-        ):
-            return url
-    raise fail("url", f"'url' must be an http:// or https:// address, got {_clip(repr(value))}")
+    if is_http_url(value):
+        return value.strip()
+    raise fail("url", f"'url' must be an http:// or https:// address, got {clip(repr(value))}")
 
 
 def _tags_field(value: Any, fail: _Fail) -> tuple[str, ...]:
@@ -189,7 +194,7 @@ def _tags_field(value: Any, fail: _Fail) -> tuple[str, ...]:
         isinstance(tag, bool | list | dict) or tag is None for tag in value
     ):
         raise fail("tags", "'tags' must be a list like [city, transit] or a string 'city, transit'")
-    tags = (" ".join(str(tag).split()) for tag in value)
+    tags = (collapse(str(tag)) for tag in value)
     return tuple(dict.fromkeys(tag for tag in tags if tag))
 
 
@@ -207,15 +212,7 @@ def _first_paragraph_text(tokens: Sequence[Token]) -> str:
                 parts.append(child.content)
             elif child.type in ("softbreak", "hardbreak"):
                 parts.append(" ")
-        text = " ".join("".join(parts).split())
+        text = collapse("".join(parts))
         if text:
             return text
     return ""
-
-
-def _clip(text: str, limit: int = 40) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _one_line(exc: Exception) -> str:
-    return " ".join(str(exc).split())

@@ -1,4 +1,4 @@
-"""Untrusted HTML from feeds, made safe for an email body, and HTML turned into plain text.
+"""Untrusted HTML from feeds and Markdown, made safe for an email body.
 
 :func:`sanitize_html` runs everything through nh3 (the ammonia sanitizer, which parses like a
 browser) with a small allow-list, then tidies nh3's normalized output for email clients:
@@ -14,6 +14,8 @@ from collections.abc import Callable
 from urllib.parse import urljoin, urlsplit
 
 import nh3
+
+from newsletter.text import NON_TEXT_TAGS
 
 ALLOWED_TAGS = frozenset(
     {
@@ -31,26 +33,11 @@ ALLOWED_ATTRIBUTES = {
     "td": frozenset({"colspan", "rowspan"}),
 }
 # Removed together with everything inside them (other unknown tags are unwrapped).
-DROPPED_WITH_CONTENT = frozenset(
-    {
-        "script", "style", "iframe", "frame", "frameset", "object", "embed", "applet",
-        "noscript", "template", "form", "button", "select", "textarea", "svg", "math",
-        "head", "title",
-    }
-)  # fmt: skip
+DROPPED_WITH_CONTENT = NON_TEXT_TAGS
 LINK_SCHEMES = frozenset({"http", "https", "mailto"})
 IMAGE_SCHEMES = frozenset({"http", "https"})
 IMAGE_MAX_WIDTH = 600  # px: the usual width of an email body
 IMAGE_STYLE = "max-width:100%;height:auto"
-
-# Block-level tags that separate words when HTML is flattened to text.
-_TEXT_BREAK_TAGS = frozenset(
-    {
-        "p", "br", "hr", "div", "li", "ul", "ol", "dl", "dt", "dd", "blockquote", "pre",
-        "h1", "h2", "h3", "h4", "h5", "h6", "table", "tr", "th", "td", "caption",
-        "figure", "figcaption", "section", "article", "header", "footer", "aside", "img",
-    }
-)  # fmt: skip
 
 # nh3 serializes its output in a normal form: lower-case tag names, every attribute value in
 # double quotes with `"`, `<` and `>` escaped. The regular expressions below only ever see
@@ -61,7 +48,6 @@ _IMG_TAG = re.compile(r"<img((?: [a-z-]+=\"[^\"]*\")*)>")
 _ATTRIBUTE = re.compile(r' ([a-z-]+)="([^"]*)"')
 _LINK_WITHOUT_HREF = re.compile(r"<a((?: [a-z-]+=\"[^\"]*\")*)>(.*?)</a>", re.DOTALL)
 _EMPTY_PARAGRAPH = re.compile(r"<p>\s*</p>")
-_ANY_TAG = re.compile(r"</?[a-z0-9]+>")
 _WHITESPACE = re.compile(r"\s+")
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n")
 
@@ -94,24 +80,6 @@ def text_to_html(text: str) -> str:
     """Plain text as HTML: escaped, one ``<p>`` per blank-line separated paragraph."""
     paragraphs = (_WHITESPACE.sub(" ", part).strip() for part in _PARAGRAPH_BREAK.split(text))
     return "".join(f"<p>{html.escape(part, quote=False)}</p>" for part in paragraphs if part)
-
-
-def html_to_text(html_text: str) -> str:
-    """Plain text of an HTML fragment: tags stripped, entities decoded, whitespace collapsed.
-
-    Block-level tags become spaces so that paragraphs do not run into each other; inline tags
-    vanish without one ("H<sub>2</sub>O" stays "H2O"); scripts and styles are dropped whole.
-    """
-    skeleton = nh3.clean(
-        html_text,
-        tags=set(_TEXT_BREAK_TAGS),
-        clean_content_tags=set(DROPPED_WITH_CONTENT),
-        attributes={},
-        link_rel=None,
-        strip_comments=True,
-    )
-    text = html.unescape(_ANY_TAG.sub(" ", skeleton))
-    return _WHITESPACE.sub(" ", text).strip()
 
 
 def _url_filter(base_url: str) -> Callable[[str, str, str], str | None]:
