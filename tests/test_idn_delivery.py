@@ -11,7 +11,8 @@ from pathlib import Path
 
 from newsletter import app
 from newsletter.app.send import digest_status
-from newsletter.models import SubscriberState
+from newsletter.app.subscriptions import ConfirmationSender
+from newsletter.models import Subscriber, SubscriberState
 from newsletter.store import subscribers as subscriber_rows
 from tests import wire
 from tests.conftest import Run
@@ -104,3 +105,25 @@ def test_a_test_copy_to_an_idn_address(run: Run, env: Path, smtp_server: SmtpTes
     assert smtp_server.handler.recipients() == ["editor@xn--bcher-kva.de"]
     [received] = smtp_server.received
     assert wire.mailbox(received.data, "To")[1] == "editor@xn--bcher-kva.de"
+
+
+def test_confirmation_emails_follow_the_same_rules(make_context):
+    people = [
+        Subscriber(1, "jörg@bücher.de", "Jörg", SubscriberState.PENDING),
+        Subscriber(2, "jurgen@bücher.de", "Jürgen", SubscriberState.PENDING),
+    ]
+    with SmtpTestServer() as plain, SmtpTestServer(smtputf8=True) as utf8:
+        reasons = {}
+        for server in (plain, utf8):
+            with ConfirmationSender(make_context(smtp={"port": server.port})) as sender:
+                reasons[server.port] = [sender.send(person) for person in people]
+
+    assert reasons[plain.port] == [
+        "the server does not offer SMTPUTF8, which the address 'jörg@bücher.de' needs "
+        "(its local part is not ASCII)",
+        None,
+    ]
+    assert plain.handler.recipients() == ["jurgen@xn--bcher-kva.de"]
+    assert reasons[utf8.port] == [None, None]
+    assert utf8.handler.recipients() == ["jörg@bücher.de", "jurgen@xn--bcher-kva.de"]
+    assert wire.mailbox(utf8.received[0].data, "To") == ("Jörg", "jörg@bücher.de")

@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from newsletter.app.context import Context
 from newsletter.delivery.dkim import make_signer
 from newsletter.delivery.ratelimit import RateLimiter
-from newsletter.delivery.smtp import SendFailure, classify, close_quietly, connect
+from newsletter.delivery.smtp import SendFailure, classify, close_quietly, connect, send_message
 from newsletter.errors import DeliveryError, TemplateError, TokenError
 from newsletter.message import NAME_FALLBACK, Envelope, confirmation_message, fill_tokens
 from newsletter.models import Subscriber, SubscriberState
@@ -312,7 +312,13 @@ class ConfirmationSender:
         client = self.open()._client
         assert client is not None
         try:
-            client.sendmail(envelope.sender, [envelope.recipient], envelope.data)
+            send_message(
+                client,
+                envelope.sender,
+                envelope.recipient,
+                envelope.data,
+                smtputf8=envelope.smtputf8,
+            )
         except (OSError, smtplib.SMTPException) as exc:
             failure = classify(exc, envelope.recipient)
             if failure.connection_lost:
