@@ -13,6 +13,7 @@ from newsletter import __version__
 from newsletter.cli import cli
 from newsletter.config import load_settings
 from newsletter.store import Store, outbox
+from tests import wire
 from tests.conftest import SEEDS, Run
 from tests.smtp_servers import SmtpTestServer
 
@@ -141,6 +142,9 @@ def test_demo_delivers_one_digest_per_sample_subscriber(run: Run, env: Path):
     }
     assert all(p.with_suffix(".html").exists() for p in messages)
     assert str(inbox) in out
+    for path in messages:  # the capture inbox is not the strict test server: check here
+        delivered_to, _, data = path.read_bytes().partition(b"\r\n")
+        wire.assert_conforms(data, rcpt_tos=[delivered_to.split(b": ", 1)[1].decode()])
 
 
 def test_a_bad_article_file_is_reported_once_and_the_rest_go_out(
