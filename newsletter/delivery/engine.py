@@ -31,9 +31,11 @@ Failures
 --------
 Temporary failures (4xx, a dropped connection, a timeout, no connection at all) go back to
 ``pending`` with a retry time (exponential backoff with jitter) until ``max_attempts``; a 5xx
-for a recipient fails that recipient only. ``pause_after_failures`` outcomes in a row that
-are not a success pause the send (the server is down, the credentials were revoked, every
-recipient is refused): claimed rows go back to ``pending`` and the next run resumes.
+for a recipient fails that recipient only, and so does any other error while building or
+sending one recipient's message (an address that cannot be sent, no SMTPUTF8, a bug).
+``pause_after_failures`` outcomes in a row that are not a success pause the send (the server
+is down, the credentials were revoked, every recipient is refused): claimed rows go back to
+``pending`` and the next run resumes.
 """
 
 from __future__ import annotations
