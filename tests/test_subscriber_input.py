@@ -95,6 +95,20 @@ def test_normalizing_any_text_is_an_address_or_one_line_error(raw: str):
     assert len(form.encode()) <= 254
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "a\u037eb@example.org",  # GREEK QUESTION MARK: ';' after NFC
+        "ada@exa\u037emple.org",
+        "x@" + "ü" * 60 + ".de",  # 60 characters, but over 63 octets as an A-label
+        "ada\u202e@example.org",
+    ],
+)
+def test_what_only_looks_valid_is_refused(raw):
+    with pytest.raises(SubscriberError, match="is not a valid email address"):
+        normalize_address(raw)
+
+
 def test_a_huge_input_is_refused_without_echoing_it():
     with pytest.raises(SubscriberError) as caught:
         normalize_address("a" * 100_000 + "@example.org")
