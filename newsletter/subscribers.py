@@ -1,7 +1,8 @@
 """The subscriber list: add, remove and list addresses.
 
 Validation and cleaning of what a record holds is in :mod:`newsletter.subscriber_rules`, CSV
-import and export in :mod:`newsletter.subscriber_csv` (both re-exported here).
+import and export in :mod:`newsletter.subscriber_import` and :mod:`newsletter.subscriber_csv`
+(re-exported here).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from newsletter.errors import SubscriberError
 from newsletter.models import Subscriber, SubscriberState
 from newsletter.store import Store
 from newsletter.store import subscribers as rows
-from newsletter.subscriber_csv import ImportReport, export_csv, import_csv
+from newsletter.subscriber_csv import export_csv
+from newsletter.subscriber_import import ImportReport, import_csv
 from newsletter.subscriber_rules import clean_name, normalize_address, why_not_added
 
 

@@ -220,8 +220,8 @@ def test_custom_columns_reach_the_templates(make_context, smtp_server, tmp_path,
 
 def test_repeats_past_the_tracked_addresses_are_still_caught(ctx, tmp_path, clock, monkeypatch):
     """Memory stays bounded: past the limit, the database is what catches a repeat."""
-    monkeypatch.setattr("newsletter.subscriber_csv.MAX_TRACKED_ADDRESSES", 2)
-    monkeypatch.setattr("newsletter.subscriber_csv.IMPORT_BATCH", 3)
+    monkeypatch.setattr("newsletter.subscriber_import.MAX_TRACKED_ADDRESSES", 2)
+    monkeypatch.setattr("newsletter.subscriber_import.IMPORT_BATCH", 3)
     source = write_csv(
         tmp_path / "list.csv",
         "email\na@example.org\nb@example.org\nc@example.org\nd@example.org\n"
@@ -408,7 +408,7 @@ def test_add_with_double_opt_in_fails_fast_when_smtp_is_down(make_context, clock
 def test_import_with_double_opt_in_mails_everyone_over_one_connection(
     make_context, tmp_path, clock, monkeypatch
 ):
-    monkeypatch.setattr("newsletter.subscriber_csv.IMPORT_BATCH", 50)  # several batches
+    monkeypatch.setattr("newsletter.subscriber_import.IMPORT_BATCH", 50)  # several batches
     with SmtpTestServer() as server:
         ctx = make_context(smtp={"port": server.port, "reconnect_after": 10_000})
         lines = "".join(f"user{i}@example.org,User {i}\n" for i in range(123))

@@ -16,7 +16,8 @@ import pytest
 from newsletter import app
 from newsletter.errors import UsageError
 from newsletter.store import subscribers as rows
-from newsletter.subscriber_csv import IMPORT_BATCH, MAX_LINE_BYTES, MAX_REPORTED, import_csv
+from newsletter.subscriber_csv import MAX_LINE_BYTES
+from newsletter.subscriber_import import IMPORT_BATCH, MAX_REPORTED, import_csv
 from tests.conftest import Run
 
 ROWS = 100_000

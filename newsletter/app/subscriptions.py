@@ -37,7 +37,7 @@ from newsletter.render import inline_css, make_template_environment
 from newsletter.render_text import collapse
 from newsletter.store import subscribers as rows
 from newsletter.store.schema import is_public_id
-from newsletter.subscriber_csv import ImportReport, OnReject, import_csv
+from newsletter.subscriber_import import ImportReport, OnReject, import_csv
 from newsletter.subscriber_rules import clean_name, normalize_address
 from newsletter.subscribers import add_subscriber
 

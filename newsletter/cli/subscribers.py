@@ -17,7 +17,7 @@ from newsletter.app import subscriptions
 from newsletter.cli.base import CliState, pass_state
 from newsletter.errors import UsageError
 from newsletter.models import SubscriberState
-from newsletter.subscriber_csv import ImportReport, OnReject
+from newsletter.subscriber_import import ImportReport, OnReject
 from newsletter.subscriber_rules import printable
 
 
