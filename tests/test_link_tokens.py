@@ -245,3 +245,44 @@ def test_the_default_secret_as_a_previous_one_reads_unsubscribe_links_only(make_
             "ada@example.org": "unsubscribed",
             "bob@example.org": "pending",
         }
+
+
+# --- never a wrong person ----------------------------------------------------------------
+
+PEOPLE = ("ada@example.org", "bob@example.org", "cy@example.org")
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    who=st.integers(0, len(PEOPLE) - 1),
+    change=st.one_of(
+        st.none(), st.tuples(st.integers(0, 200), st.sampled_from(B64URL + ".=")), st.just("cut")
+    ),
+)
+def test_a_link_names_its_own_subscriber_or_nobody(ctx, client, clock, who, change):
+    with ctx.store.atomic() as conn:
+        if rows.get_by_email(conn, PEOPLE[0]) is None:
+            rows.insert_many(
+                conn, [(e, "", {}) for e in PEOPLE], state=SubscriberState.ACTIVE, now=clock()
+            )
+        people = rows.get_many_by_email(conn, list(PEOPLE))
+        for person in people:  # every example starts with everyone subscribed
+            rows.set_state(conn, person.id, SubscriberState.ACTIVE, now=clock())
+    token = ctx.unsubscribe_url(people[who].public_id).rsplit("/", 1)[1]
+    if change == "cut":
+        token = token[: len(token) // 2]
+    elif change is not None:
+        at, char = change
+        at %= len(token)
+        token = token[:at] + char + token[at + 1 :]
+
+    response = client.post(f"/unsubscribe/{token}", data=ONE_CLICK)
+
+    with ctx.store.atomic() as conn:
+        left = {e for e, s in rows.states_of(conn, list(PEOPLE)).items() if s != "active"}
+    if response.status_code == 200:
+        assert left == {people[who].email}
+    else:
+        assert response.status_code == 400 and left == set()

@@ -5,10 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import re
+import tempfile
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from newsletter import app
@@ -17,9 +21,11 @@ from newsletter.app.subscriptions import Outcome
 from newsletter.errors import DeliveryError, SubscriberError, UsageError
 from newsletter.inbox import free_port
 from newsletter.models import SubscriberState
+from newsletter.store import Store
 from newsletter.store import subscribers as rows
 from newsletter.store.schema import subscribers
 from newsletter.subscriber_csv import EXPORT_COLUMNS
+from newsletter.subscriber_rules import clean_attr, clean_name
 from newsletter.subscribers import (
     add_subscriber,
     export_csv,
@@ -452,3 +458,67 @@ def test_import_with_double_opt_in_fails_fast_when_smtp_is_down(make_context, tm
     with pytest.raises(DeliveryError):
         subscriptions.import_subscribers(ctx, source, double_opt_in=True)
     assert states(ctx) == {}
+
+
+# --- export and import, for any content ------------------------------------------------
+
+_dates = st.datetimes(
+    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    people=st.lists(
+        st.tuples(
+            st.text(max_size=120),  # name
+            st.text(max_size=250),  # an attribute value
+            st.sampled_from(list(SubscriberState)),
+            _dates,
+            st.one_of(st.none(), _dates),
+            st.one_of(st.none(), st.integers(1, 2**62)),  # a first-release row id
+        ),
+        max_size=6,
+    )
+)
+def test_an_export_round_trips_exactly_whatever_it_holds(people):
+    """Names with quotes, commas, formulas, newlines, any script: the move keeps every field."""
+    with tempfile.TemporaryDirectory() as folder:
+        first = Store.open(f"sqlite:///{folder}/first.db")
+        second = Store.open(f"sqlite:///{folder}/second.db")
+        now = datetime(2026, 11, 26, tzinfo=UTC)
+        with first.atomic() as conn:
+            rows.insert_records(
+                conn,
+                [
+                    rows.SubscriberRecord(
+                        f"user{i}@example.org",
+                        clean_name(name),
+                        state,
+                        created,
+                        {"city": clean_attr(city)},
+                        confirmed_at=confirmed,
+                        unsubscribed_at=confirmed if state is Unsubscribed else None,
+                        legacy_id=legacy,
+                    )
+                    for i, (name, city, state, created, confirmed, legacy) in enumerate(people)
+                    if legacy is None or legacy not in {p[5] for p in people[:i]}
+                ],
+                now=now,
+            )
+        exported = Path(folder) / "export.csv"
+        with exported.open("w", newline="", encoding="utf-8") as handle:
+            export_csv(first, handle)
+
+        report = import_csv(second, exported, now=now)
+
+        assert report.rejected == []
+        assert stored(second) == stored(first)
+        first.close()
+        second.close()
+
+
+def stored(store: Store) -> list[tuple[object, ...]]:
+    with store.atomic() as conn:
+        found = conn.execute(select(subscribers).order_by(subscribers.c.email)).all()
+    return [tuple(r)[1:6] + tuple(r)[7:] for r in found]  # all but id and updated_at
