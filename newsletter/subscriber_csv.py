@@ -23,7 +23,7 @@ from newsletter.models import SubscriberState
 from newsletter.personalization import attr_key
 from newsletter.store import Store
 from newsletter.store import subscribers as rows
-from newsletter.store.schema import is_public_id
+from newsletter.store.schema import is_public_id, legacy_id_from
 from newsletter.subscriber_rules import clean_attr, clean_name, normalize_address
 
 EXPORT_COLUMNS = [
@@ -39,7 +39,6 @@ EXPORT_COLUMNS = [
 FIRST_RELEASE_EXPORT_COLUMNS = EXPORT_COLUMNS[:6]  # 0.1.0 exported no link ids
 MAX_LINE_BYTES = 1 << 20
 _SEP_LINE = re.compile(r"sep=([,;\t|])\r?\n?")  # Excel's first line naming the delimiter
-_LEGACY_ID = re.compile(r"[1-9][0-9]{0,17}")
 
 
 class _Lines:
@@ -98,7 +97,8 @@ def _layout(header: list[str], where: str, notes: list[str]) -> _Layout:
     emails = [i for i, c in enumerate(lowered) if c == "email"]
     names = [i for i, c in enumerate(lowered) if c == "name"]
     if not emails:
-        raise UsageError(f"{where}: no 'email' column in the header {header!r}{_hint(header)}")
+        shown = repr(header)[:200]
+        raise UsageError(f"{where}: no 'email' column in the header {shown}{_hint(header)}")
     if len(emails) > 1 or len(names) > 1:
         twice = "email" if len(emails) > 1 else "name"
         raise UsageError(f"{where}: the header has two '{twice}' columns; remove one")
@@ -184,7 +184,7 @@ def _record(
         confirmed_at=_parse_date(values[4], "confirmed_at"),
         unsubscribed_at=_parse_date(values[5], "unsubscribed_at"),
         public_id=public_id if is_public_id(public_id) else None,
-        legacy_id=int(legacy_id) if _LEGACY_ID.fullmatch(legacy_id) else None,
+        legacy_id=legacy_id_from(legacy_id),
     )
 
 

@@ -128,6 +128,9 @@ def test_a_replayed_confirm_link_in_another_spelling_cannot_reactivate(ctx, clie
         b"unsubscribe:sAbCdEfGhIjKlMnOp:",
         b"unsubscribe:99999999999999999999999999999999:1795168800",  # beyond any row id
         b"unsubscribe:9223372036854775808:1795168800",  # 2**63
+        b"unsubscribe:2147483648:1795168800",  # 2**31: no first-release row had it
+        b"unsubscribe:0:1795168800",
+        b"unsubscribe:007:1795168800",
         b"unsubscribe:-5:1795168800",
         b"unsubscribe::1795168800",
         b"unsubscribe:a:b:1795168800",

@@ -36,7 +36,7 @@ from newsletter.personalization import TokenSet
 from newsletter.render import inline_css, make_template_environment
 from newsletter.render_text import collapse
 from newsletter.store import subscribers as rows
-from newsletter.store.schema import is_public_id
+from newsletter.store.schema import is_public_id, legacy_id_from
 from newsletter.subscriber_import import ImportReport, OnReject, import_csv
 from newsletter.subscriber_rules import clean_name, normalize_address
 from newsletter.subscribers import add_subscriber
@@ -82,15 +82,11 @@ def confirm_url(ctx: Context, public_id: str) -> str:
     return f"{ctx.settings.web.base_url}/confirm/{token}"
 
 
-_LEGACY_SUBJECT_DIGITS = 18  # row ids fit in 64 bits; longer digit strings name nobody
-
-
 def _named_subscriber(conn: Connection, subject: str) -> Subscriber | None:
     """Whom a link names: a public id, or a first-release row id (kept as ``legacy_id``)."""
     if subject.isdigit():
-        if len(subject) > _LEGACY_SUBJECT_DIGITS:
-            return None
-        return rows.get_by_legacy_id(conn, int(subject))
+        legacy_id = legacy_id_from(subject)
+        return rows.get_by_legacy_id(conn, legacy_id) if legacy_id is not None else None
     return rows.get_by_public_id(conn, subject) if is_public_id(subject) else None
 
 

@@ -93,6 +93,18 @@ def is_public_id(value: str) -> bool:
     return PUBLIC_ID.fullmatch(value) is not None and not value.isdigit()
 
 
+_LEGACY_ID = re.compile(r"[1-9][0-9]{0,9}")
+MAX_LEGACY_ID = 2**31 - 1  # the first release's ids were INTEGER: 32 bits on PostgreSQL
+
+
+def legacy_id_from(text: str) -> int | None:
+    """A first-release row id written as canonical digits, or None for anything else."""
+    if not _LEGACY_ID.fullmatch(text):
+        return None
+    value = int(text)
+    return value if value <= MAX_LEGACY_ID else None
+
+
 articles = Table(
     "articles",
     metadata,
