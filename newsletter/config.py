@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, get_args
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -25,6 +26,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from pydantic_settings import (
@@ -32,6 +34,7 @@ from pydantic_settings import (
     InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from newsletter.errors import ConfigError
@@ -42,7 +45,18 @@ DEFAULT_VAR_DIR = Path("var")
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No inf/nan anywhere: a timeout of inf would only fail later, deep inside a send.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_not_booleans(cls, value: Any, info: ValidationInfo) -> Any:
+        """``port = true`` is a mistake, not port 1: numbers refuse TOML booleans."""
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            if {int, float} & {annotation, *get_args(annotation)}:
+                raise ValueError("must be a number, not true or false")
+        return value
 
 
 class SmtpSettings(Section):
@@ -105,12 +119,15 @@ class DigestSettings(Section):
 DEFAULT_WEB_SECRET = "change-me-this-is-not-a-secret"
 
 
+MIN_SECRET_CHARS = 16
+
+
 def is_loopback_host(host: str) -> bool:
     """True for hosts on this machine only (127.0.0.0/8, ::1, localhost)."""
-    if host == "localhost":
+    if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
 
@@ -118,21 +135,58 @@ def is_loopback_host(host: str) -> bool:
 class WebSettings(Section):
     base_url: str = "http://127.0.0.1:8000"
     secret: SecretStr = SecretStr(DEFAULT_WEB_SECRET)
+    # Secrets used before ``secret``: links signed with them are still accepted (rotation).
+    previous_secrets: tuple[SecretStr, ...] = ()
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
-    token_max_age_days: int = Field(default=365, ge=1)
+    # Ignored since unsubscribe links stopped expiring; still accepted so old files load.
+    token_max_age_days: int | None = Field(default=None, ge=1)
 
     @field_validator("secret")
     @classmethod
     def _long_enough(cls, value: SecretStr) -> SecretStr:
-        if len(value.get_secret_value()) < 16:
-            raise ValueError("must be at least 16 characters (use a long random string)")
+        if len(value.get_secret_value()) < MIN_SECRET_CHARS:
+            raise ValueError(
+                f"must be at least {MIN_SECRET_CHARS} characters (use a long random string)"
+            )
         return value
+
+    @field_validator("previous_secrets")
+    @classmethod
+    def _each_long_enough(cls, values: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        for value in values:
+            cls._long_enough(value)
+        return values
 
     @property
     def uses_default_secret(self) -> bool:
         """True while the link-signing secret is the public built-in one."""
         return self.secret.get_secret_value() == DEFAULT_WEB_SECRET
+
+    @property
+    def base_url_is_loopback(self) -> bool:
+        """True when links point at this machine only (the demo, tests, local previews)."""
+        return is_loopback_host(urlsplit(self.base_url).hostname or "")
+
+    def forgeable_links_problem(self) -> str | None:
+        """Why real links would be forgeable (the public default secret), or None."""
+        if not self.uses_default_secret or self.base_url_is_loopback:
+            return None
+        return (
+            f"[web] secret is the built-in default, so anyone could forge the unsubscribe and "
+            f"confirm links to {self.base_url}; set [web] secret (or NEWSLETTER_WEB__SECRET) to "
+            "a long random string, e.g. the output of: python3 -c "
+            "'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+
+    def plain_http_warning(self) -> str | None:
+        """A warning when links to a public address are not https (one-click needs https)."""
+        if self.base_url.startswith("https://") or self.base_url_is_loopback:
+            return None
+        return (
+            f"[web] base_url {self.base_url} is not https: mail providers (Gmail, Yahoo) ignore "
+            "one-click unsubscribe without https, and the links travel in clear text"
+        )
 
     @field_validator("base_url")
     @classmethod
@@ -145,7 +199,7 @@ class WebSettings(Section):
 class ScheduleSettings(Section):
     cron: str = "0 7 * * *"
     timezone: str = "UTC"
-    grace_minutes: int = Field(default=360, ge=0)
+    grace_minutes: int = Field(default=360, ge=1)
 
     @field_validator("timezone")
     @classmethod
@@ -234,6 +288,8 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
             settings = Settings(**overrides, config_path=config_path)
     except ValidationError as exc:
         raise ConfigError(_describe_validation_error(exc, source)) from None
+    except SettingsError as exc:  # an environment variable that is not valid JSON
+        raise ConfigError(_describe_unparsable_environment(exc)) from None
     return _resolve_paths(settings) if config_path else settings
 
 
@@ -251,13 +307,27 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
 
 
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(p) for p in loc if not isinstance(p, int)).upper()
+
+
+def _variable_behind(loc: tuple[int | str, ...]) -> str | None:
+    """The environment variable a value at ``loc`` came from, if one is set (env wins)."""
+    set_names = {name.upper(): name for name in os.environ}
+    for end in range(len(loc), 0, -1):  # smtp.port, then smtp (a whole section as JSON)
+        if isinstance(loc[end - 1], int):
+            continue
+        name = set_names.get(_env_name(loc[:end]))
+        if name is not None:
+            return name
+    return None
+
+
 def _describe_validation_error(exc: ValidationError, source: str) -> str:
-    """One line naming the first bad key, where it can come from, and what is wrong."""
+    """One line naming the first bad key, where its value came from, and what is wrong."""
     error = exc.errors()[0]
     key = ".".join(str(part) for part in error["loc"])
-    env_name = (
-        ENV_PREFIX + "__".join(str(p) for p in error["loc"] if not isinstance(p, int)).upper()
-    )
+    variable = _variable_behind(error["loc"])
     message = error["msg"]
     if error["type"] == "extra_forbidden":
         message = "unknown key (check the spelling against config.example.toml)"
@@ -273,7 +343,22 @@ def _describe_validation_error(exc: ValidationError, source: str) -> str:
         ):
             message += f" (got {error['input']!r})"
     extra = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    return f"{source}: {key}: {message} [set it in the file or with {env_name}]{extra}"
+    if variable is not None:
+        return f"environment variable {variable}: {key}: {message} [fix or unset it]{extra}"
+    hint = f"set it in the file or with {_env_name(error['loc'])}"
+    return f"{source}: {key}: {message} [{hint}]{extra}"
+
+
+def _describe_unparsable_environment(exc: SettingsError) -> str:
+    """pydantic-settings names only the field; name the variables that can have set it."""
+    field_name = str(exc).partition('field "')[2].partition('"')[0]
+    prefix = _env_name((field_name,)) if field_name else ENV_PREFIX
+    names = sorted(n for n in os.environ if n.upper().startswith(prefix))
+    which = ", ".join(names) or f"a {prefix}* variable"
+    return (
+        f"environment variable {which}: not a valid value for [{field_name}] (lists and "
+        f"tables are JSON, e.g. {ENV_PREFIX}WEB__PREVIOUS_SECRETS='[\"an-old-secret...\"]')"
+    )
 
 
 def _resolve_paths(settings: Settings) -> Settings:

@@ -56,6 +56,7 @@ class Subscriber:
     name: str
     state: SubscriberState = SubscriberState.ACTIVE
     attrs: dict[str, str] = field(default_factory=dict)
+    public_id: str = ""  # what links name (random, kept by export/import); never the row id
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class Recipient:
     name: str
     attrs: dict[str, str] = field(default_factory=dict)
     attempts: int = 0
+    public_id: str = ""  # for the unsubscribe link; "" when not on the list (a test copy)
 
 
 class SizeStep(enum.StrEnum):

@@ -92,10 +92,76 @@ def test_a_bad_value_is_one_line_naming_file_and_key(tmp_path: Path, text: str, 
     assert caught.value.exit_code == 2
 
 
-def test_a_bad_environment_value_names_the_variable(monkeypatch: pytest.MonkeyPatch):
+def test_a_bad_environment_value_is_blamed_on_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    path = write(tmp_path, "[smtp]\nconnections = 4\n")
     monkeypatch.setenv("NEWSLETTER_SMTP__CONNECTIONS", "many")
-    with pytest.raises(ConfigError, match=r"smtp\.connections: .*NEWSLETTER_SMTP__CONNECTIONS"):
+    for config in (None, path):  # with or without a file, the variable is the culprit
+        with pytest.raises(ConfigError) as caught:
+            load_settings(config)
+        message = str(caught.value)
+        assert message.startswith(
+            "environment variable NEWSLETTER_SMTP__CONNECTIONS: smtp.connections: "
+        )
+        assert "(got 'many')" in message
+        assert "built-in defaults" not in message and str(path) not in message
+
+
+def test_a_bad_section_variable_is_blamed_on_it(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("NEWSLETTER_SMTP", '{"port": "abc"}')
+    with pytest.raises(ConfigError, match=r"^environment variable NEWSLETTER_SMTP: smtp\.port: "):
         load_settings()
+
+
+def test_an_unparsable_json_variable_is_one_line(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("NEWSLETTER_SOURCES__FEEDS", "not json")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith("environment variable NEWSLETTER_SOURCES__FEEDS: not a valid value")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[smtp]\ntimeout = inf\n", "smtp.timeout: Input should be a finite number"),
+        ("[smtp]\ntimeout = nan\n", "smtp.timeout: Input should be a finite number"),
+        ("[smtp]\nmax_per_second = inf\n", "smtp.max_per_second: Input should be a finite"),
+        ("[sources]\nfetch_timeout = -inf\n", "sources.fetch_timeout: Input should be a finite"),
+        ("[smtp]\nport = true\n", "smtp.port: must be a number, not true or false"),
+        ("[web]\nport = false\n", "web.port: must be a number, not true or false"),
+        ("[smtp]\ntimeout = true\n", "smtp.timeout: must be a number, not true or false"),
+        ("[schedule]\ngrace_minutes = 0\n", "schedule.grace_minutes: Input should be greater"),
+        ("[web]\nprevious_secrets = ['short']\n", "web.previous_secrets: must be at least 16"),
+    ],
+)
+def test_numbers_are_finite_not_booleans_and_in_range(tmp_path: Path, text: str, expected: str):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text))
+    assert expected in str(caught.value)
+    assert "short" not in str(caught.value)  # a secret is never echoed
+
+
+def test_an_infinite_timeout_from_the_environment_is_refused(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("NEWSLETTER_SMTP__TIMEOUT", "inf")
+    with pytest.raises(ConfigError, match=r"NEWSLETTER_SMTP__TIMEOUT: smtp\.timeout: .*finite"):
+        load_settings()
+
+
+def test_previous_secrets_from_the_file_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    path = write(tmp_path, "[web]\nprevious_secrets = ['an-older-secret-from-2025']\n")
+    assert [s.get_secret_value() for s in load_settings(path).web.previous_secrets] == [
+        "an-older-secret-from-2025"
+    ]
+    monkeypatch.setenv(
+        "NEWSLETTER_WEB__PREVIOUS_SECRETS", '["one-older-secret-xx", "two-x-x-x-x-x-x-x"]'
+    )
+    assert len(load_settings(path).web.previous_secrets) == 2
+    assert "one-older" not in repr(load_settings(path))
 
 
 def test_secrets_never_appear_in_error_messages(tmp_path: Path):
@@ -116,6 +182,26 @@ def test_the_default_web_secret_is_recognized(tmp_path: Path):
     assert load_settings().web.uses_default_secret
     path = write(tmp_path, "[web]\nsecret = 'a-long-random-string-from-the-operator'\n")
     assert not load_settings(path).web.uses_default_secret
+
+
+@pytest.mark.parametrize(
+    ("base_url", "secret", "refused", "warned"),
+    [
+        ("https://news.example.org", None, True, False),
+        ("http://news.example.org", None, True, True),
+        ("http://127.0.0.1:8000", None, False, False),
+        ("http://localhost:8000/news", None, False, False),
+        ("http://[::1]:8000", None, False, False),
+        ("https://news.example.org", "a-long-random-secret-0123", False, False),
+        ("http://news.example.org", "a-long-random-secret-0123", False, True),
+        ("http://10.0.0.5:8000", "a-long-random-secret-0123", False, True),
+    ],
+)
+def test_link_settings_problems(base_url: str, secret: str | None, refused: bool, warned: bool):
+    web = {"base_url": base_url} | ({"secret": secret} if secret else {})
+    settings = load_settings(None, web=web).web
+    assert (settings.forgeable_links_problem() is not None) is refused
+    assert (settings.plain_http_warning() is not None) is warned
 
 
 @pytest.mark.parametrize(

@@ -109,8 +109,8 @@ def test_a_test_copy_to_an_idn_address(run: Run, env: Path, smtp_server: SmtpTes
 
 def test_confirmation_emails_follow_the_same_rules(make_context):
     people = [
-        Subscriber(1, "jörg@bücher.de", "Jörg", SubscriberState.PENDING),
-        Subscriber(2, "jurgen@bücher.de", "Jürgen", SubscriberState.PENDING),
+        Subscriber(1, "jörg@bücher.de", "Jörg", SubscriberState.PENDING, public_id="p1"),
+        Subscriber(2, "jurgen@bücher.de", "Jürgen", SubscriberState.PENDING, public_id="p2"),
     ]
     with SmtpTestServer() as plain, SmtpTestServer(smtputf8=True) as utf8:
         reasons = {}

@@ -5,10 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import re
+import tempfile
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
 
 from newsletter import app
 from newsletter.app import subscriptions
@@ -16,7 +21,11 @@ from newsletter.app.subscriptions import Outcome
 from newsletter.errors import DeliveryError, SubscriberError, UsageError
 from newsletter.inbox import free_port
 from newsletter.models import SubscriberState
+from newsletter.store import Store
 from newsletter.store import subscribers as rows
+from newsletter.store.schema import subscribers
+from newsletter.subscriber_csv import EXPORT_COLUMNS
+from newsletter.subscriber_rules import clean_attr, clean_name
 from newsletter.subscribers import (
     add_subscriber,
     export_csv,
@@ -174,12 +183,20 @@ def test_unusable_files_are_one_line_errors(ctx, tmp_path, clock, content, messa
         import_csv(ctx.store, source, now=clock())
 
 
-def test_not_utf8_says_where_and_what_was_imported(ctx, tmp_path, clock):
+def test_a_bad_byte_costs_only_its_row_and_later_line_numbers_stay_right(ctx, tmp_path, clock):
     source = tmp_path / "latin1.csv"
-    source.write_bytes(b"email,name\nada@example.org,Ada\nzoe@example.com,Zo\xeb\n")
-    with pytest.raises(UsageError, match="not UTF-8 text") as caught:
-        import_csv(ctx.store, source, now=clock())
-    assert "save the CSV as UTF-8" in str(caught.value)
+    source.write_bytes(
+        b"email,name\nada@example.org,Ada\nzoe@example.com,Zo\xeb\nbob@example.org,Bob\nbroken,X\n"
+    )
+
+    report = import_csv(ctx.store, source, now=clock())
+
+    assert report.rejected[0] == (3, "not UTF-8 text (save the CSV as UTF-8)")
+    assert (
+        report.rejected[1][0] == 5
+        and "'broken' is not a valid email address" in (report.rejected[1][1])
+    )
+    assert states(ctx) == {"ada@example.org": "active", "bob@example.org": "active"}
 
 
 def test_missing_file_is_one_line(ctx, tmp_path, clock):
@@ -209,8 +226,8 @@ def test_custom_columns_reach_the_templates(make_context, smtp_server, tmp_path,
 
 def test_repeats_past_the_tracked_addresses_are_still_caught(ctx, tmp_path, clock, monkeypatch):
     """Memory stays bounded: past the limit, the database is what catches a repeat."""
-    monkeypatch.setattr("newsletter.subscribers.MAX_TRACKED_ADDRESSES", 2)
-    monkeypatch.setattr("newsletter.subscribers.IMPORT_BATCH", 3)
+    monkeypatch.setattr("newsletter.subscriber_import.MAX_TRACKED_ADDRESSES", 2)
+    monkeypatch.setattr("newsletter.subscriber_import.IMPORT_BATCH", 3)
     source = write_csv(
         tmp_path / "list.csv",
         "email\na@example.org\nb@example.org\nc@example.org\nd@example.org\n"
@@ -231,11 +248,11 @@ def test_repeats_past_the_tracked_addresses_are_still_caught(ctx, tmp_path, cloc
 # --- export ----------------------------------------------------------------------------
 
 
-def test_export_has_state_dates_and_attributes(ctx, tmp_path, clock):
+def test_export_has_state_dates_link_ids_and_attributes(ctx, tmp_path, clock):
     source = write_csv(tmp_path / "in.csv", "email,name,city\nada@example.org,Ada,London\n")
     import_csv(ctx.store, source, now=clock())
     add_subscriber(ctx.store, "gone@example.org", now=clock())
-    clock.advance(days=1)
+    clock.advance(days=1, microseconds=250)
     remove_subscriber(ctx.store, "gone@example.org", now=clock())
     out = io.StringIO()
 
@@ -249,47 +266,117 @@ def test_export_has_state_dates_and_attributes(ctx, tmp_path, clock):
         "created_at",
         "confirmed_at",
         "unsubscribed_at",
+        "public_id",
+        "legacy_id",
         "city",
     ]
     assert exported[0]["state"] == "active" and exported[0]["city"] == "London"
     assert exported[0]["created_at"] == "2026-11-26T07:00:00+00:00"
     assert exported[1]["state"] == "unsubscribed"
-    assert exported[1]["unsubscribed_at"] == "2026-11-27T07:00:00+00:00"
+    assert exported[1]["unsubscribed_at"] == "2026-11-27T07:00:00.000250+00:00"
+    with ctx.store.atomic() as conn:
+        ada = rows.get_by_email(conn, "ada@example.org")
+    assert ada is not None and exported[0]["public_id"] == ada.public_id
+    assert exported[0]["legacy_id"] == ""  # added by this release: no first-release links
 
 
-def test_an_export_imports_back_and_unsubscribed_addresses_stay_out(make_context, tmp_path, clock):
+def export_to(ctx: app.Context, path: Path) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        export_csv(ctx.store, handle)
+    return path
+
+
+def records(ctx: app.Context) -> dict[str, tuple[object, ...]]:
+    """Everything an export should carry, per address."""
+    with ctx.store.atomic() as conn:
+        found = conn.execute(select(subscribers)).all()
+    return {
+        r.email: (
+            r.name,
+            r.state,
+            r.attrs,
+            r.created_at,
+            r.confirmed_at,
+            r.unsubscribed_at,
+            r.public_id,
+            r.legacy_id,
+        )
+        for r in found
+    }
+
+
+def test_an_export_imports_back_with_states_dates_and_link_ids(make_context, tmp_path, clock):
     first = make_context()
     add_subscriber(first.store, "ada@example.org", '=HYPERLINK("http://x")', now=clock())
+    clock.advance(hours=1, microseconds=1)
     add_subscriber(first.store, "gone@example.org", "Gone", now=clock())
     add_subscriber(first.store, "bounce@example.org", now=clock())
+    pending = add_subscriber(first.store, "pending@example.org", now=clock(), double_opt_in=True)
+    clock.advance(days=2)
     remove_subscriber(first.store, "gone@example.org", now=clock())
     set_state(first, "bounce@example.org", Bounced)
-    exported = tmp_path / "export.csv"
-    with exported.open("w", newline="", encoding="utf-8") as handle:
-        export_csv(first.store, handle)
+    exported = export_to(first, tmp_path / "export.csv")
     assert "'=HYPERLINK" in exported.read_text()  # no formula when opened in a spreadsheet
-    (tmp_path / "newsletter.db").rename(tmp_path / "first.db")
     second = make_context(store={"url": f"sqlite:///{tmp_path / 'second.db'}"})
+    clock.advance(days=30)  # the move happens later: no date may become the import time
 
     report = import_csv(second.store, exported, now=clock())
 
-    assert (report.imported, report.kept_out, report.rejected) == (1, 2, [])
+    assert (report.imported, report.kept_out, report.rejected_count) == (2, 2, 0)
+    assert report.from_export
     assert states(second) == {
         "ada@example.org": "active",
         "gone@example.org": "unsubscribed",
         "bounce@example.org": "bounced",
+        "pending@example.org": "pending",  # no invented consent
     }
+    assert records(second) == records(first)
     with second.store.atomic() as conn:
+        moved = rows.get_by_email(conn, "pending@example.org")
+    assert moved is not None and moved.public_id == pending.public_id
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "email,state",
+        "email,name,state,created_at",  # only the start of an export's header
+        "Email,Name,State,Created_At,Confirmed_At,Unsubscribed_At",  # not our spelling
+    ],
+)
+def test_a_state_column_in_someone_elses_csv_is_an_ordinary_attribute(ctx, tmp_path, clock, header):
+    width = header.count(",") + 1
+    row = ",".join(["ada@example.org", "Ada", "California", "x", "y", "z"][:width])
+    source = write_csv(tmp_path / "in.csv", f"{header}\n{row}\n")
+
+    report = import_csv(ctx.store, source, now=clock())
+
+    assert (report.imported, report.rejected_count, report.from_export) == (1, 0, False)
+    with ctx.store.atomic() as conn:
         ada = rows.get_by_email(conn, "ada@example.org")
-    assert ada is not None and ada.name == '=HYPERLINK("http://x")' and ada.attrs == {}
+    assert ada is not None and ada.state is Active
+    assert ada.attrs["state"] == ("California" if width > 2 else "Ada")
 
 
-def test_an_unknown_state_column_value_is_rejected(ctx, tmp_path, clock):
-    source = write_csv(tmp_path / "in.csv", "email,state\nada@example.org,sleeping\n")
+def test_an_unknown_state_in_an_export_is_rejected(ctx, tmp_path, clock):
+    source = write_csv(
+        tmp_path / "in.csv",
+        ",".join(EXPORT_COLUMNS) + "\n"
+        "ada@example.org,Ada,sleeping,2026-01-01T00:00:00+00:00,,,,\n"
+        "bob@example.org,Bob,active,yesterday,,,,\n",
+    )
     report = import_csv(ctx.store, source, now=clock())
     assert report.rejected == [
-        (2, "unknown state 'sleeping' (expected one of pending, active, unsubscribed, bounced)")
+        (2, "unknown state 'sleeping' (expected one of pending, active, unsubscribed, bounced)"),
+        (3, "created_at 'yesterday' is not an ISO 8601 date"),
     ]
+
+
+def test_an_export_is_not_imported_with_double_opt_in(ctx, tmp_path, clock):
+    add_subscriber(ctx.store, "ada@example.org", now=clock())
+    exported = export_to(ctx, tmp_path / "export.csv")
+    with pytest.raises(UsageError, match="import it without --double-opt-in"):
+        import_csv(ctx.store, exported, now=clock(), double_opt_in=True)
 
 
 # --- double opt-in by email ------------------------------------------------------------
@@ -327,7 +414,7 @@ def test_add_with_double_opt_in_fails_fast_when_smtp_is_down(make_context, clock
 def test_import_with_double_opt_in_mails_everyone_over_one_connection(
     make_context, tmp_path, clock, monkeypatch
 ):
-    monkeypatch.setattr("newsletter.subscribers.IMPORT_BATCH", 50)  # several batches
+    monkeypatch.setattr("newsletter.subscriber_import.IMPORT_BATCH", 50)  # several batches
     with SmtpTestServer() as server:
         ctx = make_context(smtp={"port": server.port, "reconnect_after": 10_000})
         lines = "".join(f"user{i}@example.org,User {i}\n" for i in range(123))
@@ -371,3 +458,67 @@ def test_import_with_double_opt_in_fails_fast_when_smtp_is_down(make_context, tm
     with pytest.raises(DeliveryError):
         subscriptions.import_subscribers(ctx, source, double_opt_in=True)
     assert states(ctx) == {}
+
+
+# --- export and import, for any content ------------------------------------------------
+
+_dates = st.datetimes(
+    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    people=st.lists(
+        st.tuples(
+            st.text(max_size=120),  # name
+            st.text(max_size=250),  # an attribute value
+            st.sampled_from(list(SubscriberState)),
+            _dates,
+            st.one_of(st.none(), _dates),
+            st.one_of(st.none(), st.integers(1, 2**31 - 1)),  # a first-release row id
+        ),
+        max_size=6,
+    )
+)
+def test_an_export_round_trips_exactly_whatever_it_holds(people):
+    """Names with quotes, commas, formulas, newlines, any script: the move keeps every field."""
+    with tempfile.TemporaryDirectory() as folder:
+        first = Store.open(f"sqlite:///{folder}/first.db")
+        second = Store.open(f"sqlite:///{folder}/second.db")
+        now = datetime(2026, 11, 26, tzinfo=UTC)
+        with first.atomic() as conn:
+            rows.insert_records(
+                conn,
+                [
+                    rows.SubscriberRecord(
+                        f"user{i}@example.org",
+                        clean_name(name),
+                        state,
+                        created,
+                        {"city": clean_attr(city)},
+                        confirmed_at=confirmed,
+                        unsubscribed_at=confirmed if state is Unsubscribed else None,
+                        legacy_id=legacy,
+                    )
+                    for i, (name, city, state, created, confirmed, legacy) in enumerate(people)
+                    if legacy is None or legacy not in {p[5] for p in people[:i]}
+                ],
+                now=now,
+            )
+        exported = Path(folder) / "export.csv"
+        with exported.open("w", newline="", encoding="utf-8") as handle:
+            export_csv(first, handle)
+
+        report = import_csv(second, exported, now=now)
+
+        assert report.rejected == []
+        assert stored(second) == stored(first)
+        first.close()
+        second.close()
+
+
+def stored(store: Store) -> list[tuple[object, ...]]:
+    with store.atomic() as conn:
+        found = conn.execute(select(subscribers).order_by(subscribers.c.email)).all()
+    return [tuple(r)[1:6] + tuple(r)[7:] for r in found]  # all but id and updated_at

@@ -112,4 +112,22 @@ def test_export_then_import_elsewhere(run: Run, env: Path, monkeypatch: pytest.M
     assert run("subscribers", "export", "-o", "list.csv")[0] == 0
     monkeypatch.setenv("NEWSLETTER_STORE__URL", f"sqlite:///{env / 'other.db'}")
     code, out, _ = run("subscribers", "import", "list.csv")
-    assert out == "imported 1 subscribers, 1 kept as unsubscribed/bounced, rejected 0 rows\n"
+    assert out == (
+        "imported 1 subscribers, 1 kept as unsubscribed/bounced, rejected 0 rows; "
+        "an export: states and dates kept\n"
+    )
+
+
+def test_a_read_only_database_says_so_with_its_path(
+    run: Run, env: Path, monkeypatch: pytest.MonkeyPatch
+):
+    run("subscribers", "add", "ada@example.org")
+    database = env / "news.db"
+    monkeypatch.setenv("NEWSLETTER_STORE__URL", f"sqlite:///file:{database}?mode=ro&uri=true")
+
+    assert run("subscribers", "list")[1] == "ada@example.org\tactive\t\n"  # reading works
+    code, _, err = run("subscribers", "add", "bob@example.org")
+
+    assert code == 1 and err.count("\n") == 1
+    assert err.startswith(f"error: database {database}: attempt to write a readonly database")
+    assert err.endswith(" (check that the file and its folder are writable by this user)\n")

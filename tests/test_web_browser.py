@@ -136,7 +136,7 @@ def test_preview_reloads_when_an_article_changes(site, browser, articles):
 
 def test_unsubscribe_click_through(ctx, site, browser, clock):
     ada = add_subscriber(ctx.store, "ada.lovelace@example.org", "Ada", now=clock())
-    link = ctx.unsubscribe_url(ada.id).replace(ctx.settings.web.base_url, site)
+    link = ctx.unsubscribe_url(ada.public_id).replace(ctx.settings.web.base_url, site)
 
     browser.get(link)
     assert browser.find_element(By.TAG_NAME, "h1").text == "Unsubscribe?"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from newsletter.config import DEFAULT_WEB_SECRET
 from newsletter.inbox import free_port
 from tests.conftest import REPO, SEEDS, Run
 
@@ -64,9 +66,7 @@ def test_serve_answers_and_stops_cleanly(tmp_path: Path, stop: signal.Signals):
 
 
 def test_serve_on_a_busy_port_is_one_line(run: Run, env: Path):
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
+    with busy_port() as busy:
         port = busy.getsockname()[1]
 
         code, _, err = run("serve", "--port", str(port))
@@ -78,18 +78,64 @@ def test_serve_on_a_busy_port_is_one_line(run: Run, env: Path):
     )
 
 
-def test_serve_warns_about_the_default_secret_and_a_public_host(
+def busy_port() -> socket.socket:
+    """A bound, listening socket: serve stops with one line before the server would start."""
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    return busy
+
+
+def test_serve_refuses_the_default_secret_with_a_public_base_url(
     run: Run, env: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.delenv("NEWSLETTER_WEB__SECRET")
-    with socket.socket() as busy:  # stop before the server would start
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
+    monkeypatch.delenv("NEWSLETTER_WEB__SECRET")  # base_url is https://news.example.org
+
+    code, out, err = run("serve", "--port", "0")
+
+    assert code == 2 and out == ""
+    assert err.startswith("error: [web] secret is the built-in default, so anyone could forge")
+    assert "set [web] secret (or NEWSLETTER_WEB__SECRET)" in err and err.count("\n") == 1
+
+
+def test_serve_warns_about_plain_http_and_a_public_host(
+    run: Run, env: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("NEWSLETTER_WEB__BASE_URL", "http://news.example.org")
+    with busy_port() as busy:
         port = busy.getsockname()[1]
 
         _, _, err = run("serve", "--host", "0.0.0.0", "--port", str(port))
 
     lines = err.splitlines()
-    assert lines[0].startswith("warning: [web] secret is the built-in default")
+    assert lines[0].startswith("warning: [web] base_url http://news.example.org is not https")
     assert lines[1].startswith("warning: listening on 0.0.0.0: the preview of unsent digests")
     assert lines[2].startswith("error: cannot listen on 0.0.0.0:")
+
+
+def test_serve_on_loopback_runs_with_the_default_secret(
+    run: Run, env: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The local demo: links to 127.0.0.1 only work on this machine, so no secret is needed."""
+    monkeypatch.delenv("NEWSLETTER_WEB__SECRET")
+    monkeypatch.setenv("NEWSLETTER_WEB__BASE_URL", "http://127.0.0.1:8000")
+    with busy_port() as busy:
+        port = busy.getsockname()[1]
+
+        code, _, err = run("serve", "--port", str(port))
+
+    assert code == 2 and err.startswith("error: cannot listen on 127.0.0.1:")  # got that far
+
+
+def test_serve_warns_when_the_default_secret_is_a_previous_one(
+    run: Run, env: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("NEWSLETTER_WEB__PREVIOUS_SECRETS", json.dumps([DEFAULT_WEB_SECRET]))
+    with busy_port() as busy:
+        port = busy.getsockname()[1]
+
+        _, _, err = run("serve", "--port", str(port))
+
+    assert err.splitlines()[0].startswith(
+        "warning: [web] previous_secrets holds the built-in default: anyone can forge unsubscribe"
+    )

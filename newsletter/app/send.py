@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 
 from newsletter.app.context import Context
 from newsletter.app.digest import NextDigest, next_digest
-from newsletter.config import is_loopback_host
 from newsletter.delivery.dkim import make_signer
 from newsletter.delivery.engine import DeliveryEngine, Progress, SendReport
 from newsletter.delivery.smtp import classify, close_quietly, connect, send_message
@@ -115,7 +114,7 @@ def prepare_message(ctx: Context, digest: digest_rows.StoredDigest) -> PreparedM
         text_body=digest.text,
         tokens=TokenSet(nonce=digest.token_nonce),
         settings=ctx.settings,
-        unsubscribe_url=lambda r: ctx.unsubscribe_url(r.subscriber_id),
+        unsubscribe_url=lambda r: ctx.unsubscribe_url(r.public_id),
         dkim_sign=dkim_signer(ctx),
     )
 
@@ -241,12 +240,9 @@ def first_connection(ctx: Context) -> smtplib.SMTP:
 
 
 def _warn_if_links_are_forgeable(ctx: Context) -> None:
-    # The demo and tests send to loopback with the public default secret; real mail must not.
-    if ctx.settings.web.uses_default_secret and not is_loopback_host(ctx.settings.smtp.host):
-        log.warning(
-            "[web] secret is the built-in default: anyone can forge the unsubscribe links "
-            "in this digest; set it (or NEWSLETTER_WEB__SECRET) to a long random string"
-        )
+    # Real links signed with the public default secret could be forged by anyone: refused
+    # (ConfigError) unless [web] base_url is loopback, as in the demo and the tests.
+    ctx.check_link_settings()
 
 
 def _create_digest(ctx: Context, upcoming: NextDigest, slot: str | None) -> int:
@@ -290,6 +286,7 @@ def send_test_copy(ctx: Context, address: str) -> tuple[Envelope, NextDigest]:
         email=to,
         name=known.name if known else "",
         attrs=known.attrs if known else {},
+        public_id=known.public_id if known else "",
     )
     message = PreparedMessage(
         digest_id=0,
@@ -298,7 +295,7 @@ def send_test_copy(ctx: Context, address: str) -> tuple[Envelope, NextDigest]:
         text_body=upcoming.rendered.text,
         tokens=upcoming.tokens,
         settings=ctx.settings,
-        unsubscribe_url=(lambda r: ctx.unsubscribe_url(r.subscriber_id)) if known else None,
+        unsubscribe_url=(lambda r: ctx.unsubscribe_url(r.public_id)) if known else None,
         dkim_sign=dkim_signer(ctx),
     )
     try:

@@ -1,9 +1,10 @@
 """Subscriber use cases: subscribe, confirm (double opt-in), unsubscribe, confirmation emails.
 
-Links carry signed tokens (:mod:`newsletter.signing`): ``unsubscribe`` tokens are in every
-digest and stay valid for ``[web] token_max_age_days``; ``confirm`` tokens are mailed by
-:class:`ConfirmationSender`, expire after ``CONFIRM_MAX_AGE`` and work once (replays are
-recorded in ``used_tokens``).
+Links carry signed tokens (:mod:`newsletter.signing`) naming the subscriber's public id
+(first-release links name a row id, kept as ``legacy_id``). ``unsubscribe`` tokens are in
+every digest and never expire: they work as long as the email exists. ``confirm`` tokens are
+mailed by :class:`ConfirmationSender`, expire after ``CONFIRM_MAX_AGE`` and work once (used
+ones are recorded in ``used_tokens`` until they have expired anyway).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from types import TracebackType
 from typing import Any
 
 import jinja2
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from newsletter.app.context import Context
@@ -34,13 +36,10 @@ from newsletter.personalization import TokenSet
 from newsletter.render import inline_css, make_template_environment
 from newsletter.render_text import collapse
 from newsletter.store import subscribers as rows
-from newsletter.subscribers import (
-    ImportReport,
-    add_subscriber,
-    clean_name,
-    import_csv,
-    normalize_address,
-)
+from newsletter.store.schema import is_public_id, legacy_id_from
+from newsletter.subscriber_import import ImportReport, OnReject, import_csv
+from newsletter.subscriber_rules import clean_name, normalize_address
+from newsletter.subscribers import add_subscriber
 
 log = logging.getLogger(__name__)
 
@@ -77,28 +76,33 @@ class Link:
     used: bool = False
 
 
-def confirm_url(ctx: Context, subscriber_id: int) -> str:
-    """The signed double opt-in link for one subscriber."""
-    token = ctx.signer.make(CONFIRM, subscriber_id, now=ctx.clock())
+def confirm_url(ctx: Context, public_id: str) -> str:
+    """The signed double opt-in link for one subscriber (by public id)."""
+    token = ctx.signer.make(CONFIRM, public_id, now=ctx.clock())
     return f"{ctx.settings.web.base_url}/confirm/{token}"
 
 
-def _max_age(ctx: Context, purpose: str) -> timedelta:
-    if purpose == CONFIRM:
-        return CONFIRM_MAX_AGE
-    return timedelta(days=ctx.settings.web.token_max_age_days)
+def _named_subscriber(conn: Connection, subject: str) -> Subscriber | None:
+    """Whom a link names: a public id, or a first-release row id (kept as ``legacy_id``)."""
+    if subject.isdigit():
+        legacy_id = legacy_id_from(subject)
+        return rows.get_by_legacy_id(conn, legacy_id) if legacy_id is not None else None
+    return rows.get_by_public_id(conn, subject) if is_public_id(subject) else None
 
 
 def open_link(ctx: Context, token: str, purpose: str) -> Link:
-    """Check a link token; ``TokenError`` (``LinkExpired`` when only too old) for a bad one."""
+    """Check a link token; ``TokenError`` (``LinkExpired`` when only too old) for a bad one.
+
+    Unsubscribe links never expire; confirmation links expire after ``CONFIRM_MAX_AGE``.
+    """
     now = ctx.clock()
-    subject, issued = ctx.signer.read(token, purpose, now=now, max_age=timedelta.max)
-    if now - issued > _max_age(ctx, purpose):
-        again = "subscribe again" if purpose == CONFIRM else "use the link in a more recent email"
-        raise LinkExpired(f"this link has expired; {again}")
+    signer = ctx.unsubscribe_signer if purpose == UNSUBSCRIBE else ctx.signer
+    subject, issued = signer.read(token, purpose)
+    if purpose == CONFIRM and now - issued > CONFIRM_MAX_AGE:
+        raise LinkExpired("this link has expired; subscribe again")
     token_id = f"{purpose}:{hashlib.sha256(token.encode()).hexdigest()[:40]}"
     with ctx.store.atomic() as conn:
-        subscriber = rows.get_by_id(conn, int(subject)) if subject.isdigit() else None
+        subscriber = _named_subscriber(conn, subject)
         used = purpose == CONFIRM and rows.token_was_used(conn, token_id)
     if subscriber is None:
         raise TokenError("this link is not valid (the address is no longer on the list)")
@@ -236,7 +240,7 @@ class ConfirmationMailer:
         values = {
             "name": subscriber.name or NAME_FALLBACK,
             "email": subscriber.email,
-            "confirm_url": confirm_url(self.ctx, subscriber.id),
+            "confirm_url": confirm_url(self.ctx, subscriber.public_id),
         }
         return confirmation_message(
             self.ctx.settings,
@@ -274,6 +278,7 @@ class ConfirmationSender:
 
     def open(self) -> ConfirmationSender:
         if self._client is None:
+            self.ctx.check_link_settings()  # no forgeable links in real mail
             self._client = connect(self.ctx.settings.smtp)
             self._on_client = 0
         return self
@@ -294,17 +299,23 @@ class ConfirmationSender:
         self._client = None
 
     def send(self, subscriber: Subscriber) -> str | None:
-        envelope = self.mailer.envelope(subscriber)
+        try:
+            envelope = self.mailer.envelope(subscriber)
+        except ValueError as exc:  # this address or name cannot be put into a message
+            return self._failed(subscriber, f"the message cannot be built: {exc}")
         self._rate.acquire()
         failure = self._try(envelope)
-        if failure is not None and failure.connection_lost:
+        if failure is not None and failure.connection_lost and not failure.permanent:
             failure = self._try(envelope)  # once more, on a fresh connection
         if failure is not None:
-            self.report.failed.append((subscriber.email, failure.reason))
-            log.warning("confirmation email to %s failed: %s", subscriber.email, failure.reason)
-            return failure.reason
+            return self._failed(subscriber, failure.reason)
         self.report.sent += 1
         return None
+
+    def _failed(self, subscriber: Subscriber, reason: str) -> str:
+        self.report.failed.append((subscriber.email, reason))
+        log.warning("confirmation email to %s failed: %s", subscriber.email, reason)
+        return reason
 
     def _try(self, envelope: Envelope) -> SendFailure | None:
         if self._on_client >= self.ctx.settings.smtp.reconnect_after:
@@ -324,6 +335,11 @@ class ConfirmationSender:
             if failure.connection_lost:
                 self.close()
             return failure
+        except ValueError as exc:  # an address smtplib cannot encode: mid-transaction, so
+            self.close()  # start the next message on a fresh connection
+            return SendFailure(
+                permanent=True, reason=f"cannot be sent: {exc}", connection_lost=True
+            )
         self._on_client += 1
         return None
 
@@ -363,13 +379,18 @@ def import_subscribers(
     *,
     double_opt_in: bool = False,
     on_progress: Callable[[int], None] | None = None,
+    on_reject: OnReject | None = None,
 ) -> tuple[ImportReport, ConfirmationReport | None]:
     """``subscribers import``; with double opt-in, each new address gets a confirmation email.
 
     The emails go out batch by batch, after each batch is committed, over one connection.
+    ``on_reject`` gets every rejected row (the report keeps only the first few).
     """
     if not double_opt_in:
-        return import_csv(ctx.store, path, now=ctx.clock(), on_progress=on_progress), None
+        report = import_csv(
+            ctx.store, path, now=ctx.clock(), on_progress=on_progress, on_reject=on_reject
+        )
+        return report, None
     with ConfirmationSender(ctx).open() as sender:  # fail fast: nothing imported yet
         report = import_csv(
             ctx.store,
@@ -378,5 +399,6 @@ def import_subscribers(
             double_opt_in=True,
             on_progress=on_progress,
             on_batch=sender.send_many,
+            on_reject=on_reject,
         )
     return report, sender.report

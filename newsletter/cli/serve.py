@@ -11,8 +11,8 @@ import click
 import uvicorn
 
 from newsletter.cli.base import CliState, pass_state
-from newsletter.config import is_loopback_host
-from newsletter.errors import UsageError
+from newsletter.config import DEFAULT_WEB_SECRET, Settings, is_loopback_host
+from newsletter.errors import ConfigError, UsageError
 from newsletter.web import create_app
 
 log = logging.getLogger(__name__)
@@ -49,12 +49,13 @@ def serve(state: CliState, host: str | None, port: int | None) -> None:
     settings = state.settings
     host = host or settings.web.host
     port = settings.web.port if port is None else port
-    if settings.web.uses_default_secret:
-        click.echo(
-            "warning: [web] secret is the built-in default: anyone can forge unsubscribe and "
-            "confirm links; set it (or NEWSLETTER_WEB__SECRET) to a long random string",
-            err=True,
-        )
+    web = settings.web
+    problem = web.forgeable_links_problem()
+    if problem:  # the pages would honour links anyone can forge
+        raise ConfigError(problem)
+    for warning in (web.plain_http_warning(), _default_among_previous(settings)):
+        if warning:
+            click.echo(f"warning: {warning}", err=True)
     if not is_loopback_host(host):
         click.echo(
             f"warning: listening on {host}: the preview of unsent digests is readable by anyone "
@@ -86,6 +87,16 @@ def serve(state: CliState, host: str | None, port: int | None) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     click.echo("stopped")
+
+
+def _default_among_previous(settings: Settings) -> str | None:
+    previous = [s.get_secret_value() for s in settings.web.previous_secrets]
+    if DEFAULT_WEB_SECRET not in previous:
+        return None
+    return (
+        "[web] previous_secrets holds the built-in default: anyone can forge unsubscribe "
+        "links until you remove it (confirmation links signed with it are refused)"
+    )
 
 
 def _note_stop(signum: int, frame: FrameType | None) -> None:

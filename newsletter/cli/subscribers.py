@@ -17,6 +17,8 @@ from newsletter.app import subscriptions
 from newsletter.cli.base import CliState, pass_state
 from newsletter.errors import UsageError
 from newsletter.models import SubscriberState
+from newsletter.subscriber_import import ImportReport, OnReject
+from newsletter.subscriber_rules import printable
 
 
 @click.group()
@@ -71,12 +73,16 @@ def remove(state: CliState, email: str) -> None:
 )
 @pass_state
 def list_(state: CliState, only: str | None) -> None:
-    """Print every subscriber: email, state, name (tab-separated)."""
+    """Print every subscriber: email, state, name (tab-separated).
+
+    Control and format characters (escape sequences, bidi overrides) are shown escaped, as
+    in \\x1b, never sent to the terminal.
+    """
     count = 0
     store = state.context().store
     wanted = SubscriberState(only) if only else None
     for email, name, sub_state in subscriber_list.list_subscribers(store, state=wanted):
-        click.echo(f"{email}\t{sub_state}\t{name}")
+        click.echo(f"{printable(email)}\t{sub_state}\t{printable(name)}")
         count += 1
     click.echo(f"{count} subscribers", err=True)
 
@@ -99,28 +105,69 @@ def import_(state: CliState, csv_file: Path, double_opt_in: bool, report_file: P
     """Import CSV_FILE with columns email,name; other columns become attributes.
 
     Attributes are usable in templates as {{ subscriber.attrs.COLUMN }}. Invalid rows are
-    reported with their line number and reason; the rest are imported. Addresses already on
-    the list are not added twice (case does not matter). A file made by 'export' keeps its
-    unsubscribed and bounced addresses out.
+    reported with their line number and reason (the first 20 on the terminal, all with
+    --report); the rest are imported. Addresses already on the list are not added twice
+    (case does not matter). A file made by 'export' keeps its states, dates and link ids:
+    pending stays pending, unsubscribed and bounced addresses stay out, and links in emails
+    already sent keep working. An Excel first line 'sep=;' is honoured.
     """
     ctx = state.context()
-    with import_progress(csv_file) as progress:
+    with _rejection_sink(report_file) as on_reject, import_progress(csv_file) as progress:
         report, mailed = subscriptions.import_subscribers(
-            ctx, csv_file, double_opt_in=double_opt_in, on_progress=progress
+            ctx, csv_file, double_opt_in=double_opt_in, on_progress=progress, on_reject=on_reject
         )
-    if report_file is not None:
-        _write_report(report_file, report.rejected)
-    else:
-        for line, reason in report.rejected:
-            click.echo(f"{csv_file}:{line}: {reason}", err=True)
-    kept = f", {report.kept_out} kept as unsubscribed/bounced" if report.kept_out else ""
-    listed = f" (listed in {report_file})" if report_file and report.rejected else ""
-    click.echo(
-        f"imported {report.imported} subscribers{kept}, rejected {len(report.rejected)} rows"
-        + listed
-    )
+    for note in report.notes:
+        click.echo(f"warning: {csv_file}: {note}", err=True)
+    _print_import(csv_file, report, report_file)
     if mailed is not None:
         _print_confirmations(mailed)
+
+
+def _print_import(csv_file: Path, report: ImportReport, report_file: Path | None) -> None:
+    if report_file is None:
+        for line, reason in report.rejected:
+            click.echo(f"{csv_file}:{line}: {printable(reason)}", err=True)
+        more = report.rejected_count - len(report.rejected)
+        if more:
+            click.echo(
+                f"{csv_file}: ... and {more} more rejected rows (list them all with --report)",
+                err=True,
+            )
+    kept = f", {report.kept_out} kept as unsubscribed/bounced" if report.kept_out else ""
+    listed = f" (listed in {report_file})" if report_file and report.rejected_count else ""
+    export = "; an export: states and dates kept" if report.from_export else ""
+    click.echo(
+        f"imported {report.imported} subscribers{kept}, rejected {report.rejected_count} rows"
+        + listed
+        + export
+    )
+    if report.new_links:
+        click.echo(
+            f"warning: {report.new_links} rows had link ids already used in this database: "
+            "they got new ones, so their links in emails sent before are refused",
+            err=True,
+        )
+
+
+@contextmanager
+def _rejection_sink(report_file: Path | None) -> Iterator[OnReject | None]:
+    """With --report, every rejected row goes to that file as it is found (memory stays
+    flat for any file); otherwise the report keeps the first few for the terminal."""
+    if report_file is None:
+        yield None
+        return
+    try:
+        handle = report_file.open("w", newline="", encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{report_file}: cannot write the report: {exc.strerror}") from None
+    with handle:
+        writer = csv.writer(handle)
+        writer.writerow(["line", "reason"])
+
+        def to_file(line: int, reason: str) -> None:
+            writer.writerow([line, reason])
+
+        yield to_file
 
 
 def _print_confirmations(mailed: subscriptions.ConfirmationReport) -> None:
@@ -133,16 +180,6 @@ def _print_confirmations(mailed: subscriptions.ConfirmationReport) -> None:
             "those addresses are pending: send again with 'subscribers add --double-opt-in'",
             err=True,
         )
-
-
-def _write_report(path: Path, rejected: list[tuple[int, str]]) -> None:
-    try:
-        with path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["line", "reason"])
-            writer.writerows(rejected)
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot write the report: {exc.strerror}") from None
 
 
 def _count_lines(path: Path) -> int | None:
@@ -183,9 +220,10 @@ def import_progress(path: Path) -> Iterator[Callable[[int], None] | None]:
 )
 @pass_state
 def export(state: CliState, output: Path | None) -> None:
-    """Write the whole list as CSV, with state and dates (attributes as extra columns).
+    """Write the whole list as CSV: states, dates, link ids and attributes.
 
-    The file imports back as it was: unsubscribed and bounced addresses stay out.
+    The file imports back as it was, into this or a fresh database: states and dates are
+    kept, and the links in emails already sent still name the same person.
     """
     store = state.context().store
     if output is None:

@@ -27,11 +27,31 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+_WRITE_PROBLEMS = ("readonly", "read-only", "unable to open database file")
+
+
+def _describe(where: str, exc: OperationalError) -> str:
+    """One line: which database, what the driver said, and what to check for a write problem."""
+    message = f"database {where}: {exc.orig}"
+    if any(problem in str(exc.orig).lower() for problem in _WRITE_PROBLEMS):
+        message += " (check that the file and its folder are writable by this user)"
+    return message
+
+
+def _where(engine: Engine) -> str:
+    """The database for messages: a SQLite file's path, else the URL without its password."""
+    url = engine.url
+    if url.get_backend_name() == "sqlite" and url.database:
+        return url.database.removeprefix("file:")
+    return url.render_as_string(hide_password=True)
+
+
 class Store:
     """A database handle. ``atomic()`` yields a connection inside one committed transaction."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.where = _where(engine)
 
     @classmethod
     def open(cls, url: str, *, now: datetime | None = None) -> Store:
@@ -42,7 +62,11 @@ class Store:
             raise StoreError(
                 f"[store] url: {url!r} is not a database URL (e.g. sqlite:///var/newsletter.db)"
             ) from None
-        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        if (
+            parsed.get_backend_name() == "sqlite"
+            and parsed.database not in (None, "", ":memory:")
+            and not parsed.database.startswith("file:")  # a URI (?uri=true): opened as given
+        ):
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         try:
             engine = create_engine(parsed)
@@ -61,10 +85,8 @@ class Store:
         try:
             with store.atomic() as conn:
                 migrate(conn, now or datetime.now(UTC))
-        except OperationalError as exc:
-            raise StoreError(
-                f"cannot open database {parsed.render_as_string(hide_password=True)}: {exc.orig}"
-            ) from None
+        except StoreError as exc:  # from atomic(): names the database already
+            raise StoreError(f"cannot open {exc}") from None
         return store
 
     @contextmanager
@@ -74,7 +96,7 @@ class Store:
             with self.engine.begin() as conn:
                 yield conn
         except OperationalError as exc:
-            raise StoreError(f"database error: {exc.orig}") from exc
+            raise StoreError(_describe(self.where, exc)) from exc
 
     def close(self) -> None:
         self.engine.dispose()

@@ -103,6 +103,7 @@ def fetch_due(
             subscribers.c.email,
             subscribers.c.name,
             subscribers.c.attrs,
+            subscribers.c.public_id,
         )
         .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
         .where(
@@ -123,8 +124,9 @@ def fetch_due(
             name=name,
             attrs=json.loads(attrs) if attrs and attrs != "{}" else {},
             attempts=attempts,
+            public_id=public_id,
         )
-        for delivery_id, subscriber_id, attempts, email, name, attrs in rows
+        for delivery_id, subscriber_id, attempts, email, name, attrs, public_id in rows
     ]
 
 

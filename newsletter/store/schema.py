@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +21,11 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    bindparam,
+    inspect,
     select,
+    text,
+    update,
 )
 from sqlalchemy.engine import Dialect
 
@@ -64,8 +70,40 @@ subscribers = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     Column("confirmed_at", UtcDateTime),
     Column("unsubscribed_at", UtcDateTime),
+    # What links name (v2): random, never reused, carried by export/import. Never a row id.
+    Column("public_id", String(32), nullable=False, server_default=""),
+    # The row id the first release put in links (v2): links already delivered still work,
+    # and still name the same person after an export/import. NULL for later subscribers.
+    Column("legacy_id", Integer),
     Index("ix_subscribers_state_id", "state", "id"),
+    Index("ix_subscribers_public_id", "public_id", unique=True),
+    Index("ix_subscribers_legacy_id", "legacy_id", unique=True),
 )
+
+PUBLIC_ID = re.compile(r"[A-Za-z0-9_-]{8,32}")
+
+
+def new_public_id() -> str:
+    """A fresh random public id (97 bits); it starts with a letter, so it is never a number."""
+    return "s" + secrets.token_urlsafe(12)
+
+
+def is_public_id(value: str) -> bool:
+    """The shape of a public id (ours or one carried in from an export); never all digits."""
+    return PUBLIC_ID.fullmatch(value) is not None and not value.isdigit()
+
+
+_LEGACY_ID = re.compile(r"[1-9][0-9]{0,9}")
+MAX_LEGACY_ID = 2**31 - 1  # the first release's ids were INTEGER: 32 bits on PostgreSQL
+
+
+def legacy_id_from(text: str) -> int | None:
+    """A first-release row id written as canonical digits, or None for anything else."""
+    if not _LEGACY_ID.fullmatch(text):
+        return None
+    value = int(text)
+    return value if value <= MAX_LEGACY_ID else None
+
 
 articles = Table(
     "articles",
@@ -162,8 +200,40 @@ def _v1_initial(conn: Connection) -> None:
     metadata.create_all(conn)
 
 
+_BACKFILL_BATCH = 1000
+
+
+def _v2_public_ids(conn: Connection) -> None:
+    """Public ids for links, and each existing row's id kept as its ``legacy_id``.
+
+    Idempotent: on a database that ``_v1_initial`` created from today's tables the columns
+    exist already and only the missing parts are done. Plain ``ALTER TABLE ... ADD COLUMN``
+    works the same on SQLite and PostgreSQL.
+    """
+    table = subscribers
+    columns = {column["name"] for column in inspect(conn).get_columns(table.name)}
+    if "public_id" not in columns:
+        conn.execute(
+            text("ALTER TABLE subscribers ADD COLUMN public_id VARCHAR(32) DEFAULT '' NOT NULL")
+        )
+    if "legacy_id" not in columns:
+        conn.execute(text("ALTER TABLE subscribers ADD COLUMN legacy_id INTEGER"))
+        # Every row now in the table may have been named by its id in a delivered link.
+        conn.execute(update(table).values(legacy_id=table.c.id))
+    missing = conn.execute(select(table.c.id).where(table.c.public_id == "")).scalars().all()
+    fill = update(table).where(table.c.id == bindparam("row_id")).values(public_id=bindparam("pid"))
+    for start in range(0, len(missing), _BACKFILL_BATCH):
+        batch = missing[start : start + _BACKFILL_BATCH]
+        conn.execute(fill, [{"row_id": row_id, "pid": new_public_id()} for row_id in batch])
+    for index in table.indexes:
+        index.create(conn, checkfirst=True)
+
+
 # Append new migrations here; never edit one that has shipped.
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _v1_initial)]
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
+    (1, _v1_initial),
+    (2, _v2_public_ids),
+]
 
 
 def migrate(conn: Connection, now: datetime) -> None:

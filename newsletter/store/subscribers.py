@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import Connection, delete, func, or_, select, update
@@ -11,7 +12,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
 from newsletter.models import Subscriber, SubscriberState
-from newsletter.store.schema import deliveries, subscribers, used_tokens
+from newsletter.store.schema import deliveries, new_public_id, subscribers, used_tokens
 
 
 def decode_attrs(raw: str | None) -> dict[str, str]:
@@ -25,6 +26,7 @@ def _to_subscriber(row: Row[tuple[object, ...]]) -> Subscriber:
         name=row.name,
         state=SubscriberState(row.state),
         attrs=json.loads(row.attrs or "{}"),
+        public_id=row.public_id,
     )
 
 
@@ -35,6 +37,17 @@ def get_by_email(conn: Connection, email: str) -> Subscriber | None:
 
 def get_by_id(conn: Connection, subscriber_id: int) -> Subscriber | None:
     row = conn.execute(select(subscribers).where(subscribers.c.id == subscriber_id)).first()
+    return _to_subscriber(row) if row else None
+
+
+def get_by_public_id(conn: Connection, public_id: str) -> Subscriber | None:
+    row = conn.execute(select(subscribers).where(subscribers.c.public_id == public_id)).first()
+    return _to_subscriber(row) if row else None
+
+
+def get_by_legacy_id(conn: Connection, legacy_id: int) -> Subscriber | None:
+    """The subscriber a first-release link named by its row id (kept as ``legacy_id``)."""
+    row = conn.execute(select(subscribers).where(subscribers.c.legacy_id == legacy_id)).first()
     return _to_subscriber(row) if row else None
 
 
@@ -58,6 +71,21 @@ def states_of(conn: Connection, emails: Sequence[str]) -> dict[str, str]:
     return {row.email: row.state for row in rows}
 
 
+@dataclass(frozen=True)
+class SubscriberRecord:
+    """A whole subscriber row as an export carries it: state, dates and link ids included."""
+
+    email: str
+    name: str
+    state: SubscriberState
+    created_at: datetime
+    attrs: dict[str, str] = field(default_factory=dict)
+    confirmed_at: datetime | None = None
+    unsubscribed_at: datetime | None = None
+    public_id: str | None = None  # None: a fresh one
+    legacy_id: int | None = None
+
+
 def insert_many(
     conn: Connection,
     rows: Iterable[tuple[str, str, dict[str, str]]],
@@ -66,22 +94,64 @@ def insert_many(
     now: datetime,
 ) -> int:
     """Insert new subscribers ``(email, name, attrs)``; the caller has checked they are new."""
+    return insert_records(
+        conn,
+        [
+            SubscriberRecord(
+                email,
+                name,
+                state,
+                now,
+                attrs,
+                confirmed_at=now if state is SubscriberState.ACTIVE else None,
+                unsubscribed_at=now if state is SubscriberState.UNSUBSCRIBED else None,
+            )
+            for email, name, attrs in rows
+        ],
+        now=now,
+    )
+
+
+def insert_records(conn: Connection, records: Sequence[SubscriberRecord], *, now: datetime) -> int:
+    """Insert whole records; the caller has checked the addresses and link ids are free."""
     values = [
         {
-            "email": email,
-            "name": name,
-            "attrs": json.dumps(attrs, ensure_ascii=False, sort_keys=True),
-            "state": state.value,
-            "created_at": now,
+            "email": r.email,
+            "name": r.name,
+            "attrs": json.dumps(r.attrs, ensure_ascii=False, sort_keys=True),
+            "state": r.state.value,
+            "created_at": r.created_at,
             "updated_at": now,
-            "confirmed_at": now if state is SubscriberState.ACTIVE else None,
-            "unsubscribed_at": now if state is SubscriberState.UNSUBSCRIBED else None,
+            "confirmed_at": r.confirmed_at,
+            "unsubscribed_at": r.unsubscribed_at,
+            "public_id": r.public_id or new_public_id(),
+            "legacy_id": r.legacy_id,
         }
-        for email, name, attrs in rows
+        for r in records
     ]
     if values:
         conn.execute(subscribers.insert(), values)
     return len(values)
+
+
+def taken_public_ids(conn: Connection, public_ids: Sequence[str]) -> set[str]:
+    """Those of ``public_ids`` that already name a subscriber here."""
+    if not public_ids:
+        return set()
+    found = conn.execute(
+        select(subscribers.c.public_id).where(subscribers.c.public_id.in_(public_ids))
+    )
+    return set(found.scalars())
+
+
+def taken_legacy_ids(conn: Connection, legacy_ids: Sequence[int]) -> set[int]:
+    """Those of ``legacy_ids`` that already name a subscriber here."""
+    if not legacy_ids:
+        return set()
+    found = conn.execute(
+        select(subscribers.c.legacy_id).where(subscribers.c.legacy_id.in_(legacy_ids))
+    )
+    return {int(value) for value in found.scalars()}
 
 
 def set_state(

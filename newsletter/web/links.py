@@ -3,7 +3,8 @@
 A GET never changes anything (mail scanners follow links): it shows a page whose button
 POSTs back to the same URL. A POST whose body has ``List-Unsubscribe=One-Click`` is the
 mailbox provider's one-click unsubscribe (RFC 8058) and gets a short plain answer.
-A tampered or foreign token gets 400, an expired one 410; neither changes anything.
+A tampered, foreign or absurd token gets 400 and an expired confirmation link 410; neither
+changes anything. Unsubscribe links never expire.
 """
 
 from __future__ import annotations
