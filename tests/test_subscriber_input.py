@@ -199,9 +199,13 @@ def test_the_public_forms_never_fail_with_500_on_international_addresses(
     the visitor gets an answer, and the address is stored in its normalized form."""
     ctx = make_context(smtp={"port": smtp_server.port})
     client = TestClient(create_app(ctx))
-    for email in ("X@BÜCHER.de", "Ünï@bücher.de"):
-        response = client.post("/api/subscribe", content=json.dumps({"email": email}))
-        assert response.status_code in (202, 503), response.text
+    codes = [
+        client.post("/api/subscribe", content=json.dumps({"email": email})).status_code
+        for email in ("X@BÜCHER.de", "Ünï@bücher.de")
+    ]
+    # The IDN domain goes out in its A-label form; the non-ASCII local part needs SMTPUTF8,
+    # which this server does not offer.
+    assert codes == [202, 503]
     with ctx.store.atomic() as conn:
         assert set(rows.states_of(conn, ["x@bücher.de", "ünï@bücher.de"]).values()) == {"pending"}
 
