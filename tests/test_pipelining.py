@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from newsletter.delivery.pipelining import (
     Accepted,
     Deferred,
+    NotSent,
     Outcome,
     OutgoingMessage,
     Refused,
@@ -254,8 +255,8 @@ def test_421_to_data_defers_that_message_and_the_rest_are_not_sent() -> None:
         Accepted(2, 250, "2.0.0 Ok: queued as Q2"),
         Deferred(3, 421, "4.7.0 closing connection", "data"),
     ]
-    assert [(type(o), o.id) for o in outcomes[3:]] == [(Unconfirmed, 4), (Unconfirmed, 5)]
-    assert all(isinstance(o, Unconfirmed) and "not sent" in o.reason for o in outcomes[3:])
+    assert [(type(o), o.id) for o in outcomes[3:]] == [(NotSent, 4), (NotSent, 5)]
+    assert all(isinstance(o, NotSent) and "not sent" in o.reason for o in outcomes[3:])
     assert server.recipients() == [address(1), address(2)]
 
 
@@ -267,11 +268,10 @@ def test_421_after_the_dot_defers_that_message_and_leaves_the_next_unconfirmed()
     found = by_id(outcomes)
     assert [type(found[n]) for n in (1, 2)] == [Accepted, Accepted]
     assert found[3] == Deferred(3, 421, "4.7.0 too busy, closing", "end")
-    # Message 4's MAIL, RCPT and DATA were already on their way behind message 3's dot.
-    assert found[4] == Unconfirmed(
-        4, "the server closed the connection: 421 4.7.0 too busy, closing"
-    )
-    assert found[5] == Unconfirmed(
+    # Message 4's MAIL, RCPT and DATA were already on their way behind message 3's dot, but
+    # its content never left: certainly not delivered.
+    assert found[4] == NotSent(4, "the server closed the connection: 421 4.7.0 too busy, closing")
+    assert found[5] == NotSent(
         5, "not sent: the server closed the connection: 421 4.7.0 too busy, closing"
     )
     assert server.recipients() == [address(1), address(2)]
@@ -287,7 +287,7 @@ def test_a_connection_dropped_after_the_dot_leaves_the_group_unconfirmed() -> No
 
     found = by_id(outcomes)
     assert [type(found[n]) for n in (1, 2)] == [Accepted, Accepted]
-    assert [type(found[n]) for n in (3, 4, 5)] == [Unconfirmed] * 3
+    assert [type(found[n]) for n in (3, 4, 5)] == [Unconfirmed, NotSent, NotSent]
     assert isinstance(found[3], Unconfirmed) and "connection lost" in found[3].reason
     # The server did keep message 3: "unconfirmed" means it may have arrived, and a resend
     # after this is the one duplicate the outbox allows.
@@ -316,7 +316,7 @@ def test_a_final_reply_slower_than_the_timeout_leaves_the_message_unconfirmed() 
     found = by_id(outcomes)
     assert isinstance(found[1], Accepted)
     assert found[2] == Unconfirmed(2, "connection lost: timed out")
-    assert isinstance(found[3], Unconfirmed)
+    assert isinstance(found[3], NotSent)
     assert received == [address(1), address(2)]  # it arrived; only the reply was late
 
 
@@ -331,7 +331,7 @@ def test_after_the_server_closed_later_messages_are_reported_not_sent() -> None:
 
     assert first == [Deferred(1, 421, "4.3.2 shutting down", "rcpt")]
     assert later == [
-        Unconfirmed(9, "not sent: the server closed the connection: 421 4.3.2 shutting down")
+        NotSent(9, "not sent: the server closed the connection: 421 4.3.2 shutting down")
     ]
     assert session.open is False
     assert len(server.sessions) == 1 and server.received == []
@@ -526,7 +526,7 @@ def test_a_throttling_server_slows_the_send_down_and_everything_arrives_once() -
             clock.advance(throttle.reserve())  # the caller waits; here the clock moves
             retry: list[OutgoingMessage] = []
             for outcome in session.submit(pending.popleft()):
-                if isinstance(outcome, Deferred | Unconfirmed):
+                if isinstance(outcome, Deferred | Unconfirmed | NotSent):
                     code, text = (
                         (outcome.code, outcome.text)
                         if isinstance(outcome, Deferred)
@@ -596,6 +596,6 @@ def test_smtp_sink_closing_after_the_dot(option: str, first: type) -> None:
         session = SmtpSession(client)
         outcomes = list(session.send_all(messages(3)))
 
-    assert [type(o) for o in outcomes] == [first, Unconfirmed, Unconfirmed]
+    assert [type(o) for o in outcomes] == [first, NotSent, NotSent]
     if isinstance(outcomes[0], Deferred):
         assert (outcomes[0].code, outcomes[0].stage) == (421, "end")

@@ -15,7 +15,7 @@ from newsletter.app.context import Context
 from newsletter.app.digest import NextDigest, next_digest
 from newsletter.delivery.dkim import make_signer
 from newsletter.delivery.engine import DeliveryEngine, Progress, SendReport
-from newsletter.delivery.smtp import classify, close_quietly, connect, send_message
+from newsletter.delivery.smtp import SmtpConnector, classify, close_quietly, connect, send_message
 from newsletter.errors import DeliveryError, DeliveryPaused, SendInProgress, SubscriberError
 from newsletter.headers import UnsendableAddress, wire_address
 from newsletter.message import Envelope, PreparedMessage
@@ -126,7 +126,7 @@ def deliver_digest(
     lock: _SendLock,
     stop: threading.Event | None = None,
     progress: Progress | None = None,
-    connection: smtplib.SMTP | None = None,
+    connector: SmtpConnector | None = None,
 ) -> SendReport:
     """Run the outbox of one digest to the end (or to a stop or pause) and record its state."""
     with ctx.store.atomic() as conn:
@@ -142,8 +142,9 @@ def deliver_digest(
         stop=stop,
         progress=progress,
         on_batch=lock.refresh,
+        connector=connector,
     )
-    report = engine.run(digest_id, first_connection=connection)
+    report = engine.run(digest_id)
     with ctx.store.atomic() as conn:
         bounced = subscriber_rows.mark_hard_bounces(conn, digest_id, now=ctx.clock())
         if report.paused_reason:
@@ -202,14 +203,13 @@ def send_now(
                 upcoming = None
         if not unfinished and upcoming is None:
             return summary
-        connection: smtplib.SMTP | None = first_connection(ctx)
+        connector = checked_connector(ctx)
         try:
             for digest_id in unfinished:
                 log.info("resuming unfinished digest %s", digest_id)
                 report = deliver_digest(
-                    ctx, digest_id, lock=lock, stop=stop, progress=progress, connection=connection
+                    ctx, digest_id, lock=lock, stop=stop, progress=progress, connector=connector
                 )
-                connection = None  # the engine's first worker owns and closes it
                 summary.resumed.append(report)
                 _raise_if_paused(report)
                 if report.interrupted:
@@ -219,24 +219,26 @@ def send_now(
                 summary.digest_id, summary.subject = digest_id, upcoming.rendered.subject
                 summary.articles = len(upcoming.articles)
                 summary.report = deliver_digest(
-                    ctx, digest_id, lock=lock, stop=stop, progress=progress, connection=connection
+                    ctx, digest_id, lock=lock, stop=stop, progress=progress, connector=connector
                 )
-                connection = None
                 _raise_if_paused(summary.report)
         finally:
-            close_quietly(connection)
+            connector.close()
     return summary
 
 
-def first_connection(ctx: Context) -> smtplib.SMTP:
-    """Check what can stop a send before any row is touched, then connect.
+def checked_connector(ctx: Context) -> SmtpConnector:
+    """Check what can stop a send before any row is touched, connecting once to the server.
 
     A bad DKIM key, links that would be forgeable, an unreachable server, a refused login each
-    stop the send here with one line saying what to check.
+    stop the send here with one line saying what to check. The connection is not wasted: the
+    connector hands it to the first worker of the send; ``close`` it when the send ends.
     """
     dkim_signer(ctx)
     _warn_if_links_are_forgeable(ctx)
-    return connect(ctx.settings.smtp)
+    connector = SmtpConnector(ctx.settings.smtp)
+    connector.check()
+    return connector
 
 
 def _warn_if_links_are_forgeable(ctx: Context) -> None:

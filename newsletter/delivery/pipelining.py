@@ -15,9 +15,15 @@ Every reply is matched to its command. A message gets exactly one outcome:
   data; ``code`` is None when it could not even be written as SMTP);
 - :class:`Deferred`: not now (4xx to any command, or 5xx to MAIL FROM: a sender problem is
   ours, never the recipient's, so it is retried and counts towards pausing the send);
-- :class:`Unconfirmed`: its commands went out but the connection ended first (dropped, timed
-  out, or the server closed with 421 to an earlier command): it may have been delivered, and
-  the caller sends it again later.
+- :class:`Unconfirmed`: its content and end-of-data dot went out but the connection ended
+  before the reply (dropped, timed out): it may have been delivered, and the caller sends it
+  again later (the one kind of duplicate a resend can make);
+- :class:`NotSent`: the connection ended (dropped, or the server closed with 421 to an earlier
+  command) before its content went out: it was certainly not delivered.
+
+With pipelining, at most two messages per connection are on the wire at any time: one whose
+dot awaits its reply, and the next one's MAIL, RCPT and DATA. Only the first can be
+Unconfirmed.
 
 When every RCPT of a message was refused, what DATA answers is never taken as acceptance: a
 refusal ends the transaction with RSET before the next MAIL, and a 354 (some servers accept
@@ -101,13 +107,21 @@ class Deferred:
 
 @dataclass(frozen=True, slots=True)
 class Unconfirmed:
-    """Sent in part or whole, but the connection ended before its final reply."""
+    """Sent whole, but the connection ended before its final reply: it may have arrived."""
 
     id: int
     reason: str
 
 
-Outcome = Accepted | Refused | Deferred | Unconfirmed
+@dataclass(frozen=True, slots=True)
+class NotSent:
+    """The connection ended before the content went out: it certainly did not arrive."""
+
+    id: int
+    reason: str
+
+
+Outcome = Accepted | Refused | Deferred | Unconfirmed | NotSent
 _Kind = Literal["rset", "mail", "rcpt", "data", "end", "dot"]
 _GROUP: tuple[_Kind, _Kind, _Kind] = ("mail", "rcpt", "data")
 
@@ -167,6 +181,7 @@ class SmtpSession:
         self.pipelining = pipelining and esmtp and client.has_extn("pipelining")
         self._size = esmtp and client.has_extn("size")
         self._smtputf8 = esmtp and client.has_extn("smtputf8")
+        self._8bitmime = esmtp and client.has_extn("8bitmime")
         self._held: _Round = _Round()  # a body (or a lone dot) owed to the server, not yet sent
         self._rset_needed = False  # a transaction is open that no end of data closed
         self.closed_reason: str | None = None
@@ -175,6 +190,11 @@ class SmtpSession:
     def open(self) -> bool:
         """False once the connection was lost or closed by the server: make a new session."""
         return self.closed_reason is None
+
+    @property
+    def offers_smtputf8(self) -> bool:
+        """The server takes SMTPUTF8 (RFC 6531) messages."""
+        return self._smtputf8
 
     def send_all(self, messages: Iterable[OutgoingMessage]) -> Iterator[Outcome]:
         """Each message's outcome, as they become known; flushes after the last message."""
@@ -188,7 +208,7 @@ class SmtpSession:
         if problem is not None:
             return [Refused(message.id, None, problem, "local")]
         if not self.open:
-            return [Unconfirmed(message.id, f"not sent: {self.closed_reason}")]
+            return [NotSent(message.id, f"not sent: {self.closed_reason}")]
         flight = _InFlight(message)
         commands = self._commands(message)
         if self.pipelining:
@@ -207,7 +227,7 @@ class SmtpSession:
             outcomes += self._exchange(_Round([b"RSET\r\n"], [_Expected("rset")]))
         for kind, command in zip(_GROUP, commands, strict=True):
             if not self.open:
-                outcomes.append(Unconfirmed(message.id, f"not sent: {self.closed_reason}"))
+                outcomes.append(NotSent(message.id, f"not sent: {self.closed_reason}"))
                 return outcomes
             outcomes += self._exchange(_Round([command], [_Expected(kind, flight)]))
             if flight.outcome is not None:
@@ -240,8 +260,8 @@ class SmtpSession:
 
     def _commands(self, message: OutgoingMessage) -> tuple[bytes, bytes, bytes]:
         params = f" SIZE={len(message.data)}" if self._size else ""
-        if message.smtputf8:
-            params += " SMTPUTF8"
+        if message.smtputf8:  # UTF-8 headers are 8-bit content too
+            params += " SMTPUTF8" + (" BODY=8BITMIME" if self._8bitmime else "")
         encoding = "utf-8" if message.smtputf8 else "ascii"
         return (
             f"MAIL FROM:<{message.sender}>{params}\r\n".encode(encoding),
@@ -330,13 +350,16 @@ class SmtpSession:
         self.client.close()
 
     def _unconfirm(self, round_: _Round, start: int) -> list[Outcome]:
-        """Every message of this round from ``start`` on (and held) without an outcome."""
+        """Every message of this round from ``start`` on (and held) without an outcome: those
+        whose end of data was written are unconfirmed, the others were not sent."""
         reason = self.closed_reason or "connection lost"
-        pending = [*round_.expected[start:], *self._take_held().expected]
-        for expected in pending:
+        written = [(e, e.kind == "end") for e in round_.expected[start:]]
+        held = [(e, False) for e in self._take_held().expected]  # bodies that never left
+        for expected, sent in [*written, *held]:
             flight = expected.flight
             if flight is not None and flight.outcome is None:
-                self._decide(flight, Unconfirmed(flight.message.id, reason), round_)
+                kind = Unconfirmed if sent else NotSent
+                self._decide(flight, kind(flight.message.id, reason), round_)
         return round_.outcomes
 
 
