@@ -6,6 +6,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+import pytest
 from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import Envelope, Session
 
@@ -13,7 +14,16 @@ from newsletter import app
 from newsletter.app import Context
 from newsletter.models import SubscriberState
 from newsletter.store import subscribers as subscriber_rows
+from tests.pipelining_servers import advertise_pipelining
 from tests.smtp_servers import RecordingHandler, SmtpTestServer
+
+
+@pytest.fixture(params=["plain", "pipelining"], autouse=True)
+def smtp_flavour(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs against a server without PIPELINING and one offering it."""
+    if request.param == "pipelining":
+        advertise_pipelining(monkeypatch)
+    return str(request.param)
 
 
 @dataclass

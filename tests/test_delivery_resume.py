@@ -33,10 +33,20 @@ from newsletter.store import subscribers as subscriber_rows
 from newsletter.store.schema import deliveries, digests, locks, subscribers
 from newsletter.subscribers import import_csv
 from tests.conftest import REPO, write_config
+from tests.pipelining_servers import advertise_pipelining
 from tests.smtp_servers import RecordingHandler, SmtpTestServer
 
 CONNECTIONS = 2
 CLAIM_BATCH = 16
+
+
+@pytest.fixture(params=["plain", "pipelining"])
+def smtp_flavour(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Against a server without PIPELINING and one offering it (the in-process tests; the
+    pipelined SIGKILL and stop are in tests/test_send_pipelining.py)."""
+    if request.param == "pipelining":
+        advertise_pipelining(monkeypatch)
+    return str(request.param)
 
 
 @dataclass
@@ -231,6 +241,7 @@ def test_a_stop_finishes_in_flight_messages_and_the_next_run_sends_the_rest(make
     assert Counter(handler.recipients()) == Counter(everyone)  # nobody twice, nobody missed
 
 
+@pytest.mark.usefixtures("smtp_flavour")
 def test_a_bug_while_personalizing_one_message_fails_only_that_delivery(
     make_context, monkeypatch: pytest.MonkeyPatch
 ):
@@ -261,6 +272,7 @@ def test_a_bug_while_personalizing_one_message_fails_only_that_delivery(
     assert error == "cannot build the message: RuntimeError: template bug"
 
 
+@pytest.mark.usefixtures("smtp_flavour")
 def test_a_send_that_lost_its_lock_stops(make_context, clock):
     taken = threading.Event()
     handler = PacedHandler(after={10: taken})
@@ -288,6 +300,7 @@ def test_a_send_that_lost_its_lock_stops(make_context, clock):
         assert conn.execute(select(digests.c.state)).scalar_one() == "sending"
 
 
+@pytest.mark.usefixtures("smtp_flavour")
 def test_subscribers_who_leave_during_a_send_are_skipped_when_it_resumes(make_context):
     stop = threading.Event()
     handler = PacedHandler(after={10: stop})
@@ -310,6 +323,7 @@ def test_subscribers_who_leave_during_a_send_are_skipped_when_it_resumes(make_co
     assert Counter(handler.recipients()) == Counter(everyone[:-1])
 
 
+@pytest.mark.usefixtures("smtp_flavour")
 def test_a_second_send_in_the_same_process_is_refused_while_one_runs(make_context):
     running = threading.Event()
     handler = PacedHandler(delay=0.05, after={1: running})
