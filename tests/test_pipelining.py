@@ -26,6 +26,7 @@ from newsletter.delivery.pipelining import (
     Refused,
     SmtpSession,
     Unconfirmed,
+    wire_body,
 )
 from newsletter.delivery.throttle import AdaptiveThrottle, ThrottleChange
 from tests.pipelining_servers import (
@@ -353,7 +354,7 @@ def test_smtputf8_is_requested_only_when_the_caller_asks_and_the_server_offers_i
     assert "not ASCII" in outcomes[0].text and outcomes[0].id == 2
     assert [type(o) for o in outcomes[1:]] == [Accepted, Accepted]
     assert server.recipients() == [utf8, address(3)]
-    assert "SMTPUTF8" in server.received[0].mail_params
+    assert {"SMTPUTF8", "BODY=8BITMIME"} <= set(server.received[0].mail_params)
     assert "SMTPUTF8" not in server.received[1].mail_params
 
     with PipeliningServer(ServerOptions(smtputf8=False)) as plain:
@@ -415,6 +416,15 @@ def test_any_data_arrives_exactly_with_crlf_line_ends(
     assert isinstance(outcomes[0], Accepted)
     assert server.received[before].data == crlf(data)
     assert server.violations == []  # no bare CR or LF ever reached the strict server
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lines=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")))
+)
+def test_data_known_to_be_crlf_goes_out_as_if_it_had_been_checked(lines: list[bytes]) -> None:
+    data = b"".join(line + b"\r\n" for line in lines)
+    assert wire_body(data, crlf=True) == wire_body(data)
 
 
 def test_the_strict_server_refuses_bare_lf_from_a_careless_client(

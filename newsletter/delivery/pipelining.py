@@ -59,6 +59,8 @@ class OutgoingMessage:
 
     ``smtputf8``: the addresses need SMTPUTF8 (the caller decides, from the addresses and
     whether the server offers it); without it, a non-ASCII address is refused locally.
+    ``crlf``: the caller built ``data`` with CRLF line ends only, so the three passes over it
+    that would find (and repair) a bare CR or LF are skipped.
     """
 
     id: int
@@ -66,6 +68,7 @@ class OutgoingMessage:
     recipient: str
     data: bytes
     smtputf8: bool = False
+    crlf: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +285,7 @@ class SmtpSession:
             self._lose(f"connection lost while sending: {_describe(exc)}")
             return self._unconfirm(round_, 0)
         if prepare is not None:  # while the commands travel: off the round trip's critical path
-            prepare.body = wire_body(prepare.message.data)
+            prepare.body = wire_body(prepare.message.data, crlf=prepare.message.crlf)
         for index, expected in enumerate(round_.expected):
             try:
                 code, raw = self.client.getreply()
@@ -310,7 +313,9 @@ class SmtpSession:
                 self._held.chunks.append(b".\r\n")
                 self._held.expected.append(_Expected("dot"))
             else:
-                body = flight.body if flight.body is not None else wire_body(flight.message.data)
+                body = flight.body
+                if body is None:
+                    body = wire_body(flight.message.data, crlf=flight.message.crlf)
                 flight.body = None
                 self._held.chunks.append(body)
                 self._held.expected.append(_Expected("end", flight))
@@ -371,11 +376,14 @@ def _refusal(message_id: int, kind: _Kind, code: int, text: str) -> Refused | De
     return Deferred(message_id, code, text, stage)
 
 
-def wire_body(data: bytes) -> bytes:
-    """``data`` as DATA content: CRLF line ends, dot-stuffed, ending with CRLF ``.`` CRLF."""
-    crlf = data.count(b"\r\n")
-    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:  # bare CR or LF: never on the wire
-        data = _EOL.sub(b"\r\n", data)
+def wire_body(data: bytes, *, crlf: bool = False) -> bytes:
+    """``data`` as DATA content: CRLF line ends, dot-stuffed, ending with CRLF ``.`` CRLF.
+
+    ``crlf``: ``data`` is known to have CRLF line ends only; otherwise they are checked.
+    """
+    pairs = 0 if crlf else data.count(b"\r\n")
+    if not crlf and (data.count(b"\n") != pairs or data.count(b"\r") != pairs):
+        data = _EOL.sub(b"\r\n", data)  # a bare CR or LF never goes on the wire
     stuffed = data.replace(b"\n.", b"\n..")
     if stuffed[:1] == b".":
         stuffed = b"." + stuffed

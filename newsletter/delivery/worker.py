@@ -251,6 +251,7 @@ class SmtpWorker(threading.Thread):
             envelope.recipient,
             envelope.data,
             smtputf8=envelope.smtputf8,
+            crlf=True,  # PreparedMessage writes CRLF line ends only (tests/wire.py checks)
         )
         try:
             outcomes = session.submit(outgoing)
