@@ -25,6 +25,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)  ## delivery throughput against smtp-sink (see README)
 	$(BIN)/python bench/delivery.py $(BENCH_ARGS)
+	$(BIN)/python bench/pipelining.py $(BENCH_RTT_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -8,12 +8,8 @@ message whose end of data went out and whose reply never came back).
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -23,13 +19,17 @@ import pytest
 from sqlalchemy import select
 
 from newsletter import app
-from newsletter.app import Context
-from newsletter.config import load_settings
 from newsletter.store.schema import deliveries, subscribers
-from newsletter.subscribers import import_csv
-from tests.conftest import REPO, write_config
+from tests.conftest import clear_newsletter_env
 from tests.pipelining_servers import PipeliningServer, Rule, ServerOptions, SessionLog
 from tests.test_delivery_faults import add_many, delivery_rows, digest_state
+from tests.test_delivery_resume import (
+    CLAIM_BATCH,
+    CONNECTIONS,
+    cli_setup,
+    signal_when,
+    start_send_now,
+)
 
 SENT_ONCE = ("sent", 1, None)
 
@@ -219,56 +219,19 @@ def test_a_stop_finishes_what_is_on_the_wire_and_the_next_run_sends_the_rest(mak
 
 
 # -- SIGKILL mid-send, pipelined, then resume -------------------------------------------------
-CONNECTIONS = 2
-CLAIM_BATCH = 16
-
-
 def test_sigkill_mid_pipelined_send_then_resume_misses_nobody(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    for name in list(os.environ):
-        if name.startswith("NEWSLETTER_"):
-            monkeypatch.delenv(name)
+    clear_newsletter_env(monkeypatch)
     count = 1000
     everyone = {f"reader{i:05d}@example.org" for i in range(count)}
     # Each reply a little late, so the kill lands in the middle of the send.
     with PipeliningServer(ServerOptions(reply_delay=0.001)) as server:
-        config = write_config(
-            tmp_path / "newsletter.toml",
-            smtp={
-                "port": server.port,
-                "connections": CONNECTIONS,
-                "claim_batch": CLAIM_BATCH,
-                "retry_base_seconds": 0.01,
-            },
-        )
-        ctx = Context.open(load_settings(config))
+        config, ctx = cli_setup(tmp_path, server.port, count)
         try:
-            people = tmp_path / "people.csv"
-            people.write_text(
-                "email,name\n" + "".join(f"{e},R\n" for e in sorted(everyone)), encoding="utf-8"
-            )
-            assert import_csv(ctx.store, people, now=ctx.clock()).imported == count
-            child = subprocess.Popen(
-                [sys.executable, "-m", "newsletter", "--config", str(config), "send-now"],
-                cwd=REPO,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-            try:
-                deadline = time.monotonic() + 60
-                while len(server.received) < count * 0.3:
-                    assert child.poll() is None, child.stderr.read() if child.stderr else ""
-                    assert time.monotonic() < deadline, "the send never got going"
-                    time.sleep(0.01)  # polling the server's count, not timing the test
-                child.send_signal(signal.SIGKILL)
-                assert child.wait(timeout=30) == -signal.SIGKILL
-            finally:
-                if child.poll() is None:
-                    child.kill()
-                    child.wait()
-                if child.stderr is not None:
-                    child.stderr.close()
+            child = start_send_now(config)
+            code = signal_when(child, lambda: len(server.received), count * 0.3, signal.SIGKILL)
+            assert code == -signal.SIGKILL
             assert len(server.received) < count, "the kill landed after the send had finished"
             with ctx.store.atomic() as conn:
                 in_flight = set(

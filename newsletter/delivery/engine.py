@@ -26,9 +26,9 @@ at most one per connection whose reply was still on its way. Pipelining does not
 this: a connection has at most two messages on the wire, and the second one's content has
 not left yet. A smaller ``claim_batch`` lowers both bounds and costs more transactions.
 
-A stop (Ctrl-C, SIGTERM: ``stop.set()``) lets each connection finish the message it is
-sending, returns every other claimed row to ``pending`` and records everything: a clean stop
-leaves no row in ``sending`` and nothing to send twice.
+A stop (Ctrl-C, SIGTERM: ``stop.set()``) lets each connection finish the messages it has on
+the wire (one, or two when pipelining), returns every other claimed row to ``pending`` and
+records everything: a clean stop leaves no row in ``sending`` and nothing to send twice.
 
 Failures
 --------
@@ -44,7 +44,7 @@ Throttling
 ----------
 A reply asking to slow down (421, or a 4xx saying "rate limit", "too many connections", ...)
 halves the sending rate and the number of connections for the rest of this run; after
-``quiet_seconds`` without one, they creep back up (:mod:`newsletter.delivery.throttle`).
+``THROTTLE_QUIET_SECONDS`` without one, they creep back up (:mod:`newsletter.delivery.throttle`).
 ``max_per_second`` and ``connections`` stay ceilings. Each change is one log line. A throttled
 message goes back to ``pending`` for a short while and never fails for it.
 """
