@@ -110,6 +110,7 @@ class ServerOptions:
     reply_delay: float = 0.0  # seconds before every reply (a slow server)
     throttle_per_second: int | None = None  # more messages than this in a second: 421
     max_connections: int | None = None  # more sessions open than this: a 421 greeting
+    busy_greeting: str = BUSY_GREETING
 
 
 class PipeliningServer:
@@ -237,7 +238,7 @@ class _Connection(asyncio.Protocol):
         open_now = sum(1 for c in self.server._connections if not c.closed)  # this one included
         if limit is not None and open_now > limit:
             self.log.refused = True
-            await self._reply(BUSY_GREETING, close=True)
+            await self._reply(self.server.options.busy_greeting, close=True)
             return
         await self._reply("220 pipelining.test ESMTP ready")
         while not self.closed:

@@ -13,7 +13,10 @@ from collections import Counter
 import pytest
 
 from newsletter import app
+from newsletter.config import SmtpSettings
 from newsletter.delivery import engine
+from newsletter.delivery.smtp import ConnectFailed, SmtpConnector
+from newsletter.delivery.throttle import is_throttle_reply
 from tests.pipelining_servers import (
     BUSY_GREETING,
     THROTTLE_REPLY,
@@ -139,3 +142,22 @@ def test_connections_come_back_after_a_quiet_period(
     assert len(lines) == 2
     greeted = [s for s in server.sessions if not s.refused]
     assert most_open_at_once(greeted) == 2  # the waiting worker connected again
+
+
+def test_a_refused_greeting_carries_its_reply_without_control_characters():
+    """What the server greets with is logged (the throttle's line): nothing may reach the
+    terminal or the log as a control sequence."""
+    options = ServerOptions(
+        max_connections=0, busy_greeting="421 4.7.0 \x1b[2Jtoo many\x07 connections\x00"
+    )
+    with PipeliningServer(options) as server:
+        connector = SmtpConnector(SmtpSettings(host=server.host, port=server.port))
+        with pytest.raises(ConnectFailed) as raised:
+            connector.check()
+
+    assert (raised.value.code, raised.value.text) == (421, "4.7.0 [2Jtoo many connections")
+    assert is_throttle_reply(raised.value.code, raised.value.text)
+    assert str(raised.value) == (
+        f"cannot connect to the SMTP server {server.host}:{server.port}: "
+        "421 4.7.0 [2Jtoo many connections (check [smtp] host, port and security)"
+    )

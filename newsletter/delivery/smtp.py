@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import smtplib
 import socket
 import ssl
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from newsletter.config import SmtpSettings
 from newsletter.errors import DeliveryError
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 IDLE_CHECK_SECONDS = 10.0  # a connection idle this long is checked with NOOP before reuse
 
 
@@ -207,14 +209,15 @@ def drop(client: smtplib.SMTP | None) -> None:
 
 
 def _text(raw: bytes | str) -> str:
+    """A server's reply as one line without control characters (it is shown and logged)."""
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-    return " ".join(text.split())
+    return _CONTROL.sub("", " ".join(text.split()))
 
 
 def _reply(exc: BaseException) -> tuple[int | None, str]:
     """The server's reply carried by an smtplib error, if it carries one."""
     if isinstance(exc, smtplib.SMTPResponseException):
-        return exc.smtp_code, _text(exc.smtp_error)
+        return exc.smtp_code, _text(exc.smtp_error)[:500]
     return None, ""
 
 
