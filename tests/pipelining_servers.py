@@ -422,14 +422,22 @@ class _Connection(asyncio.Protocol):
 
 
 def _path(rest: str, keyword: str) -> tuple[str | None, list[str]]:
-    """``FROM:<a@b> SIZE=1`` -> ("a@b", ["SIZE=1"])."""
+    """``FROM:<a@b> SIZE=1`` -> ("a@b", ["SIZE=1"]); a quoted local part may hold '>'."""
     if not rest.upper().startswith(keyword):
         return None, []
     rest = rest[len(keyword) :].strip()
-    if not rest.startswith("<") or ">" not in rest:
+    if not rest.startswith("<"):
         return None, []
-    address, _, params = rest[1:].partition(">")
-    return address, [p.upper() for p in params.split()]
+    i, quoted = 1, False
+    while i < len(rest) and (quoted or rest[i] != ">"):
+        if quoted and rest[i] == "\\":
+            i += 1  # a quoted pair
+        elif rest[i] == '"':
+            quoted = not quoted
+        i += 1
+    if i >= len(rest):
+        return None, []
+    return rest[1:i], [p.upper() for p in rest[i + 1 :].split()]
 
 
 class SmtpSink:

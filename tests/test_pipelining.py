@@ -381,16 +381,51 @@ def test_any_address_text_is_sent_exactly_or_refused_here(
     before = len(server.received)
     outcomes = send(server, [OutgoingMessage(1, sender, recipient, body(1), smtputf8=utf8)])
 
-    forbidden = set("\r\n\0<>")
-    if forbidden & set(recipient + sender):
+    if set("\r\n\0") & set(recipient + sender):
         assert isinstance(outcomes[0], Refused) and outcomes[0].stage == "local"
         assert len(server.received) == before
-    else:
+    elif set('<>"') & set(recipient + sender) and isinstance(outcomes[0], Refused):
+        assert outcomes[0].stage == "local"  # outside a quoted local part: refused here
+        assert len(server.received) == before
+    else:  # never another address than this one
         assert isinstance(outcomes[0], Accepted)
         assert (server.received[-1].sender, server.received[-1].recipients) == (sender, [recipient])
     # Nothing an address contains ever becomes a command of its own.
     assert set(server.sessions[-1].commands) <= {"EHLO", "MAIL", "RCPT", "DATA", ".", "QUIT"}
     assert server.violations == []
+
+
+@pytest.mark.parametrize(
+    ("recipient", "sent"),
+    [
+        ('"<"@example.org', True),  # RFC 5321: any printable character in a quoted local part
+        ('"a>b\\"c"@example.org', True),
+        ("a>b@example.org", False),  # the server would read <a> and a parameter
+        ('"a"b>@example.org', False),
+        ('"a>b@example.org', False),  # never closed
+        ('"a"@exa>mple.org', False),
+        ('"@example.org', False),
+        ('a"b"@example.org', False),
+    ],
+)
+def test_angle_brackets_and_quotes_only_inside_a_quoted_local_part(
+    server: PipeliningServer, recipient: str, sent: bool
+) -> None:
+    outcomes = send(server, [OutgoingMessage(1, SENDER, recipient, body(1))])
+
+    if sent:
+        assert isinstance(outcomes[0], Accepted)
+        assert server.recipients() == [recipient]
+    else:
+        assert outcomes == [
+            Refused(
+                1,
+                None,
+                "the recipient address has '<', '>' or '\"' outside a quoted local part",
+                "local",
+            )
+        ]
+        assert server.received == []
 
 
 def test_an_address_too_long_for_a_command_line_is_refused_here(server: PipeliningServer) -> None:

@@ -48,7 +48,8 @@ Stage = Literal["local", "mail", "rcpt", "data", "end"]
 DEFAULT_TIMEOUT_SECONDS = 60.0  # for a client created without a socket timeout
 MAX_COMMAND_OCTETS = 512  # RFC 5321 4.5.3.1.4, CRLF included
 MAX_REPLY_CHARS = 500  # a reply is stored and logged: keep it one readable line
-_NOT_ON_COMMAND_LINE = frozenset("\r\n\0<>")
+_NOT_ON_COMMAND_LINE = frozenset("\r\n\0")
+_PATH_BREAKERS = frozenset('<>"')  # only inside a quoted local part
 _EOL = re.compile(rb"\r\n|\r|\n")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -249,7 +250,9 @@ class SmtpSession:
         """Why this message cannot be written as SMTP commands here, or None."""
         for role, address in (("sender", message.sender), ("recipient", message.recipient)):
             if not _NOT_ON_COMMAND_LINE.isdisjoint(address):
-                return f"the {role} address contains a line break, NUL, '<' or '>'"
+                return f"the {role} address contains a line break or NUL"
+            if _breaks_the_path(address):
+                return f"the {role} address has '<', '>' or '\"' outside a quoted local part"
             if not address.isascii() and not message.smtputf8:
                 return f"the {role} address is not ASCII and SMTPUTF8 was not requested"
         if not message.recipient:
@@ -366,6 +369,21 @@ class SmtpSession:
                 kind = Unconfirmed if sent else NotSent
                 self._decide(flight, kind(flight.message.id, reason), round_)
         return round_.outcomes
+
+
+def _breaks_the_path(address: str) -> bool:
+    """A '<' or '>' that would end ``<address>`` early (the server would read another
+    address), or a quote that is not one quoted local part. Inside a quoted local part they
+    are plain characters (RFC 5321 4.1.2: ``"a>b"@example.org`` is one mailbox)."""
+    if "<" not in address and ">" not in address and '"' not in address:
+        return False
+    if not address.startswith('"'):
+        return True
+    i = 1
+    while i < len(address) and address[i] != '"':
+        i += 2 if address[i] == "\\" else 1  # a quoted pair: the next character is literal
+    domain = address[i + 1 :]
+    return i >= len(address) or not domain.startswith("@") or not _PATH_BREAKERS.isdisjoint(domain)
 
 
 def _refusal(message_id: int, kind: _Kind, code: int, text: str) -> Refused | Deferred:
