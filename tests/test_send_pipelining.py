@@ -16,6 +16,8 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from newsletter import app
@@ -137,6 +139,61 @@ def test_a_fault_in_the_middle_of_a_group_settles_every_row_exactly(make_context
             select(subscribers.c.state).where(subscribers.c.email == faulty)
         ).scalar_one()
     assert state == ("bounced" if "5.1.1" in str(fault.row[2]) else "active")
+
+
+# fate: (the server's rule, the final row, how often the server keeps the message)
+FATES: dict[str, tuple[Rule | None, tuple[str, int, str | None], int]] = {
+    "accepted": (None, SENT_ONCE, 1),
+    "no such user": (
+        Rule(rcpt="550 5.1.1 no such user"),
+        ("failed", 1, "550 5.1.1 no such user"),
+        0,
+    ),
+    "busy once": (Rule(rcpt="450 4.2.1 mailbox busy", first=1), ("sent", 2, None), 1),
+    "refused at DATA": (Rule(data="554 5.7.1 not here"), ("failed", 1, "554 5.7.1 not here"), 0),
+    "too big": (Rule(end="552 5.3.4 too big"), ("failed", 1, "552 5.3.4 too big"), 0),
+    "queue full once": (Rule(end="451 4.3.0 queue full", first=1), ("sent", 2, None), 1),
+    "closing at DATA once": (Rule(data="421 4.7.0 closing", first=1), ("sent", 2, None), 1),
+    "closing after the dot once": (Rule(end="421 4.7.0 closing", first=1), ("sent", 2, None), 1),
+    "dropped after the dot once": (Rule(drop_after_dot=True, first=1), ("sent", 2, None), 2),
+}
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    fates=st.lists(st.sampled_from(sorted(FATES)), min_size=1, max_size=10),
+    pipelining=st.booleans(),
+    connections=st.integers(1, 2),
+)
+def test_any_mix_of_faults_ends_in_each_rows_own_fate(
+    make_context,
+    tmp_path_factory: pytest.TempPathFactory,
+    fates: list[str],
+    pipelining: bool,
+    connections: int,
+):
+    emails = readers(len(fates))
+    rules = {e: rule for e, f in zip(emails, fates, strict=True) if (rule := FATES[f][0])}
+    database = tmp_path_factory.mktemp("fates") / "newsletter.db"  # one per example
+    with PipeliningServer(ServerOptions(pipelining=pipelining), rules=rules) as server:
+        # A ceiling far above what the test sends: halving it after a 421 costs nothing.
+        ctx = make_context(
+            store={"url": f"sqlite:///{database}"},
+            smtp={"port": server.port, "connections": connections, "max_per_second": 5000.0},
+        )
+        add_many(ctx, emails)
+
+        app.send_now(ctx)
+
+    rows = delivery_rows(ctx)
+    assert {e: rows[e] for e in emails} == {
+        e: FATES[f][1] for e, f in zip(emails, fates, strict=True)
+    }
+    expected = Counter({e: FATES[f][2] for e, f in zip(emails, fates, strict=True)})
+    assert Counter(server.recipients()) == +expected
+    assert server.violations == []
 
 
 def test_a_slow_pipelining_server_gets_everything_once(make_context):
