@@ -390,9 +390,9 @@ class SmtpWorker(threading.Thread):
         self.submitted.clear()
 
 
-def _reason(exc: BaseException, what: str = "") -> str:
-    """One line naming the error (after ``what`` went wrong), short enough for ``status``."""
+def _reason(exc: BaseException) -> str:
+    """One line naming the error, short enough for the outbox and ``status``."""
     text = " ".join(str(exc).split())
     if not isinstance(exc, UnsendableAddress):  # not an expected refusal: say what kind
         text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return (f"{what}: {text}" if what else text)[:300]
+    return text[:300]
