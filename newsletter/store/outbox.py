@@ -32,12 +32,14 @@ def create_outbox(conn: Connection, digest_id: int, *, now: datetime) -> int:
         literal(0),
         literal(now, deliveries.c.updated_at.type),
     ).where(subscribers.c.state == SubscriberState.ACTIVE.value)
-    result = conn.execute(
+    conn.execute(
         insert(deliveries).from_select(
             ["digest_id", "subscriber_id", "state", "attempts", "updated_at"], source
         )
     )
-    return result.rowcount
+    # Counted, not the INSERT's rowcount: psycopg reports -1 for an INSERT ... SELECT.
+    counted = select(func.count()).where(deliveries.c.digest_id == digest_id)
+    return int(conn.execute(counted).scalar_one())
 
 
 def release_in_flight(conn: Connection, digest_id: int, *, now: datetime) -> int:
