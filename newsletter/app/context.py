@@ -46,7 +46,7 @@ class Context:
 
     @classmethod
     def open(cls, settings: Settings, *, clock: Clock = utc_now) -> Context:
-        return cls(settings, Store.open(settings.store.url, now=clock()), clock)
+        return cls(settings, Store.open(settings.store.url), clock)
 
     def unsubscribe_url(self, public_id: str) -> str:
         """The signed per-recipient unsubscribe link (GET shows a page; POST is one-click).

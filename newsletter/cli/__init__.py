@@ -8,6 +8,7 @@ import click
 
 from newsletter import __version__
 from newsletter.cli.base import CliState, run_guarded
+from newsletter.cli.db import db
 from newsletter.cli.schedule import run, show_schedule
 from newsletter.cli.send import demo, inbox, preview, resend, send_now, status
 from newsletter.cli.serve import serve
@@ -44,6 +45,7 @@ for command in (demo, send_now, resend, preview, status, inbox, subscribers, sou
     cli.add_command(command)
 cli.add_command(show_schedule)
 cli.add_command(serve)
+cli.add_command(db)
 
 
 def main() -> None:

@@ -1,16 +1,19 @@
-"""Tables and registered migrations."""
+"""The tables as the code uses them today.
+
+Every change to them is also an Alembic revision in ``newsletter/store/migrations/versions``;
+a new database is made from these definitions and stamped with the latest revision, so the
+two must agree (``tests/test_migrations.py`` compares them on SQLite and PostgreSQL).
+"""
 
 from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
     Column,
-    Connection,
     DateTime,
     ForeignKey,
     Index,
@@ -21,11 +24,6 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
-    bindparam,
-    inspect,
-    select,
-    text,
-    update,
 )
 from sqlalchemy.engine import Dialect
 
@@ -51,13 +49,6 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 metadata = MetaData()
 
-schema_version = Table(
-    "schema_version",
-    metadata,
-    Column("version", Integer, primary_key=True),
-    Column("applied_at", UtcDateTime, nullable=False),
-)
-
 subscribers = Table(
     "subscribers",
     metadata,
@@ -70,10 +61,11 @@ subscribers = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     Column("confirmed_at", UtcDateTime),
     Column("unsubscribed_at", UtcDateTime),
-    # What links name (v2): random, never reused, carried by export/import. Never a row id.
+    # What links name (revision 0002): random, never reused, kept by export/import; never a
+    # row id.
     Column("public_id", String(32), nullable=False, server_default=""),
-    # The row id the first release put in links (v2): links already delivered still work,
-    # and still name the same person after an export/import. NULL for later subscribers.
+    # The row id the first release put in links (revision 0002): links already delivered
+    # still work, and still name the same person after an export/import. NULL for later rows.
     Column("legacy_id", Integer),
     Index("ix_subscribers_state_id", "state", "id"),
     Index("ix_subscribers_public_id", "public_id", unique=True),
@@ -110,7 +102,7 @@ articles = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("key", String(600), nullable=False, unique=True),
-    Column("url", String(2000)),
+    Column("url", Text),  # as long as the source gave it
     Column("title", Text, nullable=False),
     Column("published", UtcDateTime, nullable=False),
     Column("first_seen", UtcDateTime, nullable=False),
@@ -153,7 +145,7 @@ deliveries = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", UtcDateTime),
     Column("last_error", Text),
-    Column("message_id", String(300)),
+    Column("message_id", Text),  # the sender's domain makes it as long as it is
     Column("updated_at", UtcDateTime, nullable=False),
     Column("sent_at", UtcDateTime),
     UniqueConstraint("digest_id", "subscriber_id"),
@@ -164,7 +156,7 @@ locks = Table(
     "locks",
     metadata,
     Column("name", String(64), primary_key=True),
-    Column("owner", String(200), nullable=False),
+    Column("owner", Text, nullable=False),  # host:pid:tag, host names have no fixed length
     Column("acquired_at", UtcDateTime, nullable=False),
     Column("expires_at", UtcDateTime, nullable=False),
 )
@@ -172,6 +164,8 @@ locks = Table(
 feed_state = Table(
     "feed_state",
     metadata,
+    # 2000 characters: store/feeds.py keeps no validators for a longer URL, so the key stays
+    # within every engine's index limits
     Column("url", String(2000), primary_key=True),
     Column("etag", Text),
     Column("last_modified", Text),
@@ -185,7 +179,7 @@ slot_runs = Table(
     Column("started_at", UtcDateTime, nullable=False),
     Column("finished_at", UtcDateTime),
     Column("outcome", Text),  # "sent digest N", "no new articles", "skipped: ...", an error
-    Column("owner", String(200), nullable=False),
+    Column("owner", Text, nullable=False),
 )
 
 used_tokens = Table(
@@ -194,55 +188,3 @@ used_tokens = Table(
     Column("token_id", String(100), primary_key=True),  # replay protection for one-time links
     Column("used_at", UtcDateTime, nullable=False),
 )
-
-
-def _v1_initial(conn: Connection) -> None:
-    metadata.create_all(conn)
-
-
-_BACKFILL_BATCH = 1000
-
-
-def _v2_public_ids(conn: Connection) -> None:
-    """Public ids for links, and each existing row's id kept as its ``legacy_id``.
-
-    Idempotent: on a database that ``_v1_initial`` created from today's tables the columns
-    exist already and only the missing parts are done. Plain ``ALTER TABLE ... ADD COLUMN``
-    works the same on SQLite and PostgreSQL.
-    """
-    table = subscribers
-    columns = {column["name"] for column in inspect(conn).get_columns(table.name)}
-    if "public_id" not in columns:
-        conn.execute(
-            text("ALTER TABLE subscribers ADD COLUMN public_id VARCHAR(32) DEFAULT '' NOT NULL")
-        )
-    if "legacy_id" not in columns:
-        conn.execute(text("ALTER TABLE subscribers ADD COLUMN legacy_id INTEGER"))
-        # Every row now in the table may have been named by its id in a delivered link.
-        conn.execute(update(table).values(legacy_id=table.c.id))
-    missing = conn.execute(select(table.c.id).where(table.c.public_id == "")).scalars().all()
-    fill = update(table).where(table.c.id == bindparam("row_id")).values(public_id=bindparam("pid"))
-    for start in range(0, len(missing), _BACKFILL_BATCH):
-        batch = missing[start : start + _BACKFILL_BATCH]
-        conn.execute(fill, [{"row_id": row_id, "pid": new_public_id()} for row_id in batch])
-    for index in table.indexes:
-        index.create(conn, checkfirst=True)
-
-
-# Append new migrations here; never edit one that has shipped.
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
-    (1, _v1_initial),
-    (2, _v2_public_ids),
-]
-
-
-def migrate(conn: Connection, now: datetime) -> None:
-    """Apply every registered migration newer than the database's version."""
-    schema_version.create(conn, checkfirst=True)
-    current = conn.execute(
-        select(schema_version.c.version).order_by(schema_version.c.version.desc())
-    ).scalar()
-    for version, step in MIGRATIONS:
-        if current is None or version > current:
-            step(conn)
-            conn.execute(schema_version.insert().values(version=version, applied_at=now))
