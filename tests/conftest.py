@@ -38,11 +38,17 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "both_stores: its tests that use the store run on SQLite and on PostgreSQL",
     )
+    config.addinivalue_line(
+        "markers", "sqlite_store: about SQLite itself; runs on SQLite only, even in both_stores"
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "store_url" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
-        "both_stores"
+    marked = metafunc.definition.get_closest_marker
+    if (
+        "store_url" in metafunc.fixturenames
+        and marked("both_stores")
+        and not marked("sqlite_store")
     ):
         metafunc.parametrize("store_url", STORE_BACKENDS, indirect=True)
 

@@ -6,6 +6,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+import pytest
 from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import Envelope, Session
 
@@ -14,6 +15,8 @@ from newsletter.app import Context
 from newsletter.models import SubscriberState
 from newsletter.store import subscribers as subscriber_rows
 from tests.smtp_servers import RecordingHandler, SmtpTestServer
+
+pytestmark = pytest.mark.both_stores  # see tests/conftest.py
 
 
 @dataclass

@@ -35,6 +35,8 @@ from newsletter.subscribers import import_csv
 from tests.conftest import REPO, write_config
 from tests.smtp_servers import RecordingHandler, SmtpTestServer
 
+pytestmark = pytest.mark.both_stores  # see tests/conftest.py
+
 CONNECTIONS = 2
 CLAIM_BATCH = 16
 
@@ -120,7 +122,7 @@ class CliSend:
 
 
 @pytest.fixture
-def cli_send(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliSend]:
+def cli_send(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_url: str) -> Iterator[CliSend]:
     for name in list(os.environ):
         if name.startswith("NEWSLETTER_"):
             monkeypatch.delenv(name)
@@ -129,6 +131,7 @@ def cli_send(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliSen
     with SmtpTestServer(handler) as server:
         config = write_config(
             tmp_path / "newsletter.toml",
+            store={"url": store_url},
             smtp={
                 "port": server.port,
                 "connections": CONNECTIONS,

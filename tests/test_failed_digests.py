@@ -27,6 +27,8 @@ from newsletter.store.schema import articles, deliveries, digest_articles
 from tests.conftest import Run
 from tests.smtp_servers import RecordingHandler, SmtpTestServer
 
+pytestmark = pytest.mark.both_stores  # see tests/conftest.py
+
 TOO_BIG = "552 5.3.4 message too big for this system"
 READERS = [f"reader{i}@example.org" for i in range(5)]
 

@@ -44,6 +44,8 @@ from newsletter.subscribers import add_subscriber
 from tests.conftest import SEEDS, FrozenClock
 from tests.smtp_servers import SmtpTestServer
 
+pytestmark = pytest.mark.both_stores  # see tests/conftest.py
+
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
 DAY = timedelta(days=1)

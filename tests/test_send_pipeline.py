@@ -7,9 +7,13 @@ import re
 from email.message import EmailMessage
 from pathlib import Path
 
+import pytest
+
 from newsletter import app
 from newsletter.subscribers import add_subscriber
 from tests.smtp_servers import SmtpTestServer
+
+pytestmark = pytest.mark.both_stores  # see tests/conftest.py
 
 
 def _body(message: EmailMessage, kind: str) -> str:
