@@ -47,23 +47,51 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC)
 
 
+def _without_nul(value: str | None) -> str | None:
+    # PostgreSQL refuses NUL in text (SQLite keeps it): the same replacement on every engine
+    # keeps behaviour and lookups alike, whatever a feed or file put into a URL or title.
+    if value is None or "\x00" not in value:
+        return value
+    return value.replace("\x00", "\ufffd")
+
+
+class SafeString(TypeDecorator[str]):
+    """VARCHAR(n) whose values never carry NUL (stored as U+FFFD, as on every engine)."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return _without_nul(value)
+
+
+class SafeText(TypeDecorator[str]):
+    """TEXT whose values never carry NUL (stored as U+FFFD, as on every engine)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return _without_nul(value)
+
+
 metadata = MetaData()
 
 subscribers = Table(
     "subscribers",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("email", String(320), nullable=False, unique=True),  # normalized, lowercase
-    Column("name", String(200), nullable=False, default=""),
-    Column("state", String(16), nullable=False),
-    Column("attrs", Text, nullable=False, default="{}"),  # JSON object of custom columns
+    Column("email", SafeString(320), nullable=False, unique=True),  # normalized, lowercase
+    Column("name", SafeString(200), nullable=False, default=""),
+    Column("state", SafeString(16), nullable=False),
+    Column("attrs", SafeText, nullable=False, default="{}"),  # JSON object of custom columns
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     Column("confirmed_at", UtcDateTime),
     Column("unsubscribed_at", UtcDateTime),
     # What links name (revision 0002): random, never reused, kept by export/import; never a
     # row id.
-    Column("public_id", String(32), nullable=False, server_default=""),
+    Column("public_id", SafeString(32), nullable=False, server_default=""),
     # The row id the first release put in links (revision 0002): links already delivered
     # still work, and still name the same person after an export/import. NULL for later rows.
     Column("legacy_id", Integer),
@@ -101,13 +129,13 @@ articles = Table(
     "articles",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("key", String(600), nullable=False, unique=True),
-    Column("url", Text),  # as long as the source gave it
-    Column("title", Text, nullable=False),
+    Column("key", SafeString(600), nullable=False, unique=True),
+    Column("url", SafeText),  # as long as the source gave it
+    Column("title", SafeText, nullable=False),
     Column("published", UtcDateTime, nullable=False),
     Column("first_seen", UtcDateTime, nullable=False),
-    Column("origin", Text, nullable=False, default=""),
-    Column("payload", Text, nullable=False),  # the whole Article as JSON
+    Column("origin", SafeText, nullable=False, default=""),
+    Column("payload", SafeText, nullable=False),  # the whole Article as JSON
     Index("ix_articles_published", "published"),
 )
 
@@ -115,13 +143,13 @@ digests = Table(
     "digests",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("slot", String(64), unique=True),  # scheduled fire time; NULL for manual sends
-    Column("subject", Text, nullable=False),
-    Column("preheader", Text, nullable=False, default=""),
-    Column("html", Text, nullable=False),  # rendered + inlined, personal fields as tokens
-    Column("text", Text, nullable=False),
-    Column("token_nonce", String(64), nullable=False),
-    Column("state", String(16), nullable=False),
+    Column("slot", SafeString(64), unique=True),  # scheduled fire time; NULL for manual sends
+    Column("subject", SafeText, nullable=False),
+    Column("preheader", SafeText, nullable=False, default=""),
+    Column("html", SafeText, nullable=False),  # rendered + inlined, personal fields as tokens
+    Column("text", SafeText, nullable=False),
+    Column("token_nonce", SafeString(64), nullable=False),
+    Column("state", SafeString(16), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("finished_at", UtcDateTime),
 )
@@ -141,11 +169,11 @@ deliveries = Table(
     Column("id", Integer, primary_key=True),
     Column("digest_id", Integer, ForeignKey("digests.id"), nullable=False),
     Column("subscriber_id", Integer, ForeignKey("subscribers.id"), nullable=False),
-    Column("state", String(16), nullable=False),
+    Column("state", SafeString(16), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", UtcDateTime),
-    Column("last_error", Text),
-    Column("message_id", Text),  # the sender's domain makes it as long as it is
+    Column("last_error", SafeText),
+    Column("message_id", SafeText),  # the sender's domain makes it as long as it is
     Column("updated_at", UtcDateTime, nullable=False),
     Column("sent_at", UtcDateTime),
     UniqueConstraint("digest_id", "subscriber_id"),
@@ -155,8 +183,8 @@ deliveries = Table(
 locks = Table(
     "locks",
     metadata,
-    Column("name", String(64), primary_key=True),
-    Column("owner", Text, nullable=False),  # host:pid:tag, host names have no fixed length
+    Column("name", SafeString(64), primary_key=True),
+    Column("owner", SafeText, nullable=False),  # host:pid:tag, host names have no fixed length
     Column("acquired_at", UtcDateTime, nullable=False),
     Column("expires_at", UtcDateTime, nullable=False),
 )
@@ -166,25 +194,25 @@ feed_state = Table(
     metadata,
     # 2000 characters: store/feeds.py keeps no validators for a longer URL, so the key stays
     # within every engine's index limits
-    Column("url", String(2000), primary_key=True),
-    Column("etag", Text),
-    Column("last_modified", Text),
+    Column("url", SafeString(2000), primary_key=True),
+    Column("etag", SafeText),
+    Column("last_modified", SafeText),
     Column("checked_at", UtcDateTime, nullable=False),
 )
 
 slot_runs = Table(
     "slot_runs",
     metadata,
-    Column("slot", String(64), primary_key=True),  # a scheduled fire time, ISO 8601 UTC
+    Column("slot", SafeString(64), primary_key=True),  # a scheduled fire time, ISO 8601 UTC
     Column("started_at", UtcDateTime, nullable=False),
     Column("finished_at", UtcDateTime),
-    Column("outcome", Text),  # "sent digest N", "no new articles", "skipped: ...", an error
-    Column("owner", Text, nullable=False),
+    Column("outcome", SafeText),  # "sent digest N", "no new articles", "skipped: ...", an error
+    Column("owner", SafeText, nullable=False),
 )
 
 used_tokens = Table(
     "used_tokens",
     metadata,
-    Column("token_id", String(100), primary_key=True),  # replay protection for one-time links
+    Column("token_id", SafeString(100), primary_key=True),  # replay protection for one-time links
     Column("used_at", UtcDateTime, nullable=False),
 )
