@@ -23,6 +23,7 @@ from sqlalchemy import Connection, MetaData, create_engine, inspect, select, tex
 
 from newsletter import app
 from newsletter.errors import StoreError
+from newsletter.inbox import free_port
 from newsletter.store import Store
 from newsletter.store.database import schema_status, upgrade_database
 from newsletter.store.migrations import VERSION_TABLE, alembic_config, latest_revision
@@ -405,3 +406,17 @@ def test_processes_opening_a_new_database_at_once_create_it_once(empty_url):
         empty_url, lambda conn: conn.execute(text(f"SELECT * FROM {VERSION_TABLE}")).all()
     )
     assert len(versions) == 1
+
+
+@pytest.mark.parametrize("command", [["status"], ["db", "status"], ["db", "upgrade"]])
+def test_an_unreachable_postgresql_is_one_line_without_the_password(
+    run: Run, env: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]
+):
+    url = f"postgresql+psycopg://news:hunter2@127.0.0.1:{free_port()}/news"
+    monkeypatch.setenv("NEWSLETTER_STORE__URL", url)
+
+    code, out, err = run(*command)
+
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert err.startswith(f"error: cannot open database {url.replace('hunter2', '***')}: ")
+    assert "Connection refused" in err and "hunter2" not in err

@@ -34,7 +34,8 @@ _WRITE_PROBLEMS = ("readonly", "read-only", "unable to open database file")
 
 def _describe(where: str, exc: OperationalError) -> str:
     """One line: which database, what the driver said, and what to check for a write problem."""
-    message = f"database {where}: {exc.orig}"
+    said = " ".join(str(exc.orig).split())  # psycopg adds a tab-indented hint line
+    message = f"database {where}: {said}"
     if any(problem in str(exc.orig).lower() for problem in _WRITE_PROBLEMS):
         message += " (check that the file and its folder are writable by this user)"
     return message
