@@ -15,7 +15,7 @@ from sqlalchemy.sql import Select
 
 from newsletter.errors import SendInProgress
 from newsletter.models import Article, DigestState, RenderedDigest
-from newsletter.store.schema import articles, deliveries, digest_articles, digests
+from newsletter.store.schema import articles, deliveries, digest_articles, digests, stored_text
 
 
 def _article_to_json(article: Article) -> str:
@@ -36,14 +36,12 @@ def remember_articles(conn: Connection, found: Sequence[Article], *, now: dateti
     """Store articles not seen before (by key); keep the first-seen copy of known ones."""
     if not found:
         return 0
-    keys = [a.key for a in found]
-    known: set[str] = set()
-    for start in range(0, len(keys), 500):
-        chunk = keys[start : start + 500]
-        known.update(
-            conn.execute(select(articles.c.key).where(articles.c.key.in_(chunk))).scalars()
-        )
-    new: dict[str, Article] = {a.key: a for a in found if a.key not in known}
+    known = known_keys(conn, [a.key for a in found])
+    # By stored key: two keys that differ only by a NUL are one row.
+    new: dict[str, Article] = {}
+    for a in found:
+        if a.key not in known:
+            new.setdefault(stored_text(a.key), a)
     if new:
         conn.execute(
             articles.insert(),
@@ -64,14 +62,14 @@ def remember_articles(conn: Connection, found: Sequence[Article], *, now: dateti
 
 
 def known_keys(conn: Connection, keys: Sequence[str]) -> set[str]:
-    """Which of ``keys`` the store has seen before."""
+    """Which of ``keys`` the store has seen before (as given, though stored without NUL)."""
     found: set[str] = set()
     for start in range(0, len(keys), 500):
         chunk = list(keys[start : start + 500])
         found.update(
             conn.execute(select(articles.c.key).where(articles.c.key.in_(chunk))).scalars()
         )
-    return found
+    return {key for key in keys if stored_text(key) in found}
 
 
 def _carried_article_ids() -> Select[tuple[int]]:
@@ -147,7 +145,7 @@ def create_digest(
         ).inserted_primary_key
         assert inserted is not None
         digest_id = inserted[0]
-        ids = {
+        stored_ids = {
             key: article_id
             for key, article_id in conn.execute(
                 select(articles.c.key, articles.c.id).where(
@@ -155,6 +153,7 @@ def create_digest(
                 )
             )
         }
+        ids = {key: stored_ids[stored_text(key)] for key in rendered.article_keys}
         # Articles of failed digests are free again: this digest takes their links over.
         failed = select(digests.c.id).where(digests.c.state == DigestState.FAILED.value)
         conn.execute(

@@ -47,16 +47,22 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC)
 
 
+def stored_text(value: str) -> str:
+    """``value`` as a text column keeps it: without NUL, which PostgreSQL refuses in text.
+
+    Removed on every engine alike (SQLite would keep it), as the message stage removes
+    control characters: whatever a feed or file put into a URL or title is stored the same
+    way everywhere. Code that looks rows up by a value it was given compares this form.
+    """
+    return value.replace("\x00", "") if "\x00" in value else value
+
+
 def _without_nul(value: str | None) -> str | None:
-    # PostgreSQL refuses NUL in text (SQLite keeps it): the same replacement on every engine
-    # keeps behaviour and lookups alike, whatever a feed or file put into a URL or title.
-    if value is None or "\x00" not in value:
-        return value
-    return value.replace("\x00", "\ufffd")
+    return None if value is None else stored_text(value)
 
 
 class SafeString(TypeDecorator[str]):
-    """VARCHAR(n) whose values never carry NUL (stored as U+FFFD, as on every engine)."""
+    """VARCHAR(n) whose values never carry NUL (see ``stored_text``)."""
 
     impl = String
     cache_ok = True
@@ -66,7 +72,7 @@ class SafeString(TypeDecorator[str]):
 
 
 class SafeText(TypeDecorator[str]):
-    """TEXT whose values never carry NUL (stored as U+FFFD, as on every engine)."""
+    """TEXT whose values never carry NUL (see ``stored_text``)."""
 
     impl = Text
     cache_ok = True
