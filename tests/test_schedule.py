@@ -214,17 +214,18 @@ def test_latest_fire_looks_back_across_dst():
 
 # -- which slot to run: the missed-slot policy --------------------------------------------
 
+SEVEN_UTC = build_trigger("0 7 * * *", "UTC")
+SEVEN_BERLIN = build_trigger("0 7 * * *", "Europe/Berlin")
+
 
 def test_on_time_slot_is_due():
-    decision = due_slot(utc(2026, 11, 26, 7, 0, 1), None, "0 7 * * *", "UTC", SIX_HOURS)
+    decision = due_slot(utc(2026, 11, 26, 7, 0, 1), None, SEVEN_UTC, SIX_HOURS)
     assert decision.slot == "2026-11-26T07:00:00+00:00"
     assert "is due" in decision.reason
 
 
 def test_done_slot_is_not_run_again():
-    decision = due_slot(
-        utc(2026, 11, 26, 9), "2026-11-26T07:00:00+00:00", "0 7 * * *", "UTC", SIX_HOURS
-    )
+    decision = due_slot(utc(2026, 11, 26, 9), "2026-11-26T07:00:00+00:00", SEVEN_UTC, SIX_HOURS)
     assert decision.fire_time is None
     assert (
         decision.reason
@@ -233,17 +234,13 @@ def test_done_slot_is_not_run_again():
 
 
 def test_missed_slot_within_grace_is_sent_once_now():
-    decision = due_slot(
-        utc(2026, 11, 26, 9), "2026-11-25T07:00:00+00:00", "0 7 * * *", "UTC", SIX_HOURS
-    )
+    decision = due_slot(utc(2026, 11, 26, 9), "2026-11-25T07:00:00+00:00", SEVEN_UTC, SIX_HOURS)
     assert decision.slot == "2026-11-26T07:00:00+00:00" and decision.missed == 1
     assert "missed 2.0 h ago, within the grace period of 6.0 h: sending it now" in decision.reason
 
 
 def test_older_misses_are_coalesced_into_the_latest():
-    decision = due_slot(
-        utc(2026, 11, 26, 9), "2026-11-20T07:00:00+00:00", "0 7 * * *", "UTC", SIX_HOURS
-    )
+    decision = due_slot(utc(2026, 11, 26, 9), "2026-11-20T07:00:00+00:00", SEVEN_UTC, SIX_HOURS)
     assert decision.slot == "2026-11-26T07:00:00+00:00"
     assert decision.missed == 6
     assert "5 older missed slots since 2026-11-20T07:00:00+00:00 coalesced into it" in (
@@ -252,32 +249,30 @@ def test_older_misses_are_coalesced_into_the_latest():
 
 
 def test_misses_beyond_grace_are_skipped_and_said_so():
-    decision = due_slot(
-        utc(2026, 11, 26, 14), "2026-11-24T07:00:00+00:00", "0 7 * * *", "UTC", SIX_HOURS
-    )
+    decision = due_slot(utc(2026, 11, 26, 14), "2026-11-24T07:00:00+00:00", SEVEN_UTC, SIX_HOURS)
     assert decision.fire_time is None and decision.missed == 2
     assert decision.reason.startswith("skipped 2 missed slots since 2026-11-24T07:00:00+00:00")
     assert "7.0 h old, beyond the grace period of 6.0 h" in decision.reason
 
 
 def test_new_database_catches_up_only_the_latest_slot_within_grace():
-    inside = due_slot(utc(2026, 11, 26, 9), None, "0 7 * * *", "UTC", SIX_HOURS)
+    inside = due_slot(utc(2026, 11, 26, 9), None, SEVEN_UTC, SIX_HOURS)
     assert inside.slot == "2026-11-26T07:00:00+00:00" and inside.missed == 1
-    outside = due_slot(utc(2026, 11, 26, 14), None, "0 7 * * *", "UTC", SIX_HOURS)
+    outside = due_slot(utc(2026, 11, 26, 14), None, SEVEN_UTC, SIX_HOURS)
     assert outside.fire_time is None
     assert outside.reason.startswith("no slot has run on this database yet")
 
 
 def test_zero_grace_still_runs_a_slot_a_few_seconds_late():
     late = utc(2026, 11, 26, 7) + ON_TIME
-    assert due_slot(late, None, "0 7 * * *", "UTC", timedelta(0)).slot is not None
+    assert due_slot(late, None, SEVEN_UTC, timedelta(0)).slot is not None
     too_late = late + timedelta(seconds=1)
-    assert due_slot(too_late, None, "0 7 * * *", "UTC", timedelta(0)).fire_time is None
+    assert due_slot(too_late, None, SEVEN_UTC, timedelta(0)).fire_time is None
 
 
 def test_missed_slot_across_fall_back_in_local_time():
     now = datetime(2026, 10, 25, 9, tzinfo=BERLIN)  # two hours after 07:00 CET
-    decision = due_slot(now, "2026-10-24T05:00:00+00:00", "0 7 * * *", "Europe/Berlin", SIX_HOURS)
+    decision = due_slot(now, "2026-10-24T05:00:00+00:00", SEVEN_BERLIN, SIX_HOURS)
     assert decision.slot == "2026-10-25T06:00:00+00:00"
     assert "(2026-10-25 07:00:00 CET)" in decision.reason
 
@@ -511,7 +506,7 @@ def test_unexpected_error_is_recorded_and_does_not_escape(
     def broken(*args: object, **kwargs: object) -> app.SendSummary:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(app, "send_now", broken)
+    monkeypatch.setattr("newsletter.app.slots.send_now", broken)  # where slots call it
     result = SlotRunner(ctx, _schedule()).run_due()
 
     assert result is not None and result.outcome == "failed: RuntimeError: disk on fire"
