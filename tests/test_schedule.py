@@ -454,6 +454,7 @@ def test_smtp_down_is_logged_retried_and_the_next_run_succeeds(
     assert retries == [clock() + timedelta(minutes=5)]
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and f"slot {slot} failed: cannot connect" in errors[0].getMessage()
+    assert "(caused by ConnectionRefusedError(" in errors[0].getMessage()  # the log keeps it
     assert not _slot_row(down, slot).done
 
     clock.advance(minutes=5)
