@@ -22,9 +22,10 @@ from sqlalchemy import func, select
 
 from newsletter import app
 from newsletter.app import Context
+from newsletter.app.digest import next_digest
 from newsletter.cli import cli
 from newsletter.cli.base import run_guarded
-from newsletter.errors import ConfigError
+from newsletter.errors import ConfigError, SendInProgress
 from newsletter.inbox import free_port
 from newsletter.schedule import (
     DigestService,
@@ -38,6 +39,7 @@ from newsletter.schedule import (
 )
 from newsletter.schedule.service import DIGEST_JOB
 from newsletter.schedule.timing import ON_TIME, latest_fire, retry_at
+from newsletter.store import digests as digest_rows
 from newsletter.store import locks, slots
 from newsletter.store.schema import digests
 from newsletter.subscribers import add_subscriber
@@ -497,6 +499,33 @@ def test_another_send_in_progress_is_info_and_retried(
     assert retries and smtp_server.received == []
     record = next(r for r in caplog.records if "another process is sending" in r.getMessage())
     assert record.levelno == logging.INFO
+
+
+def test_a_slot_made_elsewhere_at_the_same_moment_sends_nothing(
+    make_context, smtp_server: SmtpTestServer, clock: FrozenClock, monkeypatch
+):
+    ctx = make_context(smtp={"port": smtp_server.port})
+    _subscribe(ctx, clock, count=1)
+    slot = "2026-11-26T07:00:00+00:00"
+
+    def raced(racing_ctx: Context, **kwargs: bool) -> tuple[object, object]:
+        upcoming, gathered = next_digest(racing_ctx, **kwargs)
+        assert upcoming is not None
+        with ctx.store.atomic() as conn:  # another process, between the check and the insert
+            digest_rows.create_digest(
+                conn, upcoming.rendered, token_nonce="NL000000000000", slot=slot, now=clock()
+            )
+        return upcoming, gathered
+
+    monkeypatch.setattr("newsletter.app.send.next_digest", raced)
+    with pytest.raises(
+        SendInProgress, match="at the same moment; nothing was sent twice"
+    ) as caught:
+        app.send_now(ctx, slot=slot)
+
+    assert isinstance(caught.value.__cause__, digest_rows.DigestConflict)  # the store's reason
+    assert smtp_server.received == []
+    assert _digest_count(ctx) == 1  # only the other process's digest
 
 
 def test_unexpected_error_is_recorded_and_does_not_escape(
