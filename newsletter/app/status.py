@@ -11,6 +11,8 @@ from newsletter.store import digests as digest_rows
 
 @dataclass(frozen=True)
 class DigestStatus:
+    """One digest for ``newsletter status``: deliveries per state, the commonest failures."""
+
     id: int
     subject: str
     state: str

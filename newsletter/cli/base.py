@@ -1,9 +1,10 @@
 """Shared CLI plumbing: commands loaded on first use, settings loaded once, signals, and
 errors turned into one line.
 
-Only click and the standard library are imported here and at the top of every command
-module: ``newsletter --help`` lists every command without loading what the commands use
-(SQLAlchemy, premailer, Starlette, feedparser, ...). Commands import those when they run.
+Only click, the standard library and the light ``errors`` and ``models`` are imported here
+and at the top of every command module: ``newsletter --help`` lists every command without
+loading what the commands use (SQLAlchemy, pydantic, premailer, Starlette, feedparser, ...).
+Commands import those when they run.
 """
 
 from __future__ import annotations
