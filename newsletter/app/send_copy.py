@@ -23,6 +23,7 @@ def send_test_copy(ctx: Context, address: str) -> tuple[Envelope, NextDigest]:
     (there is nobody to unsubscribe): no List-Unsubscribe fields, a note in the bodies.
     """
     to = normalize_address(address)
+    ctx.check_link_settings()  # a test copy to a listed address carries a real link
     upcoming, _ = next_digest(ctx, remember=False)
     if upcoming is None:
         raise SubscriberError("no new articles: there is no next digest to send a test copy of")

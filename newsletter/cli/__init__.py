@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from newsletter import __version__
+import newsletter
 from newsletter.cli.base import CliState, LazyGroup, run_guarded
 
 COMMANDS = {
@@ -33,7 +33,14 @@ COMMANDS = {
     lazy_commands=COMMANDS,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-@click.version_option(__version__, "--version", prog_name="newsletter")
+@click.option(
+    "--version",
+    is_flag=True,
+    is_eager=True,
+    expose_value=False,
+    callback=lambda ctx, _param, value: _print_version(ctx) if value else None,
+    help="Show the version and exit.",
+)
 @click.option(
     "--config",
     "-c",
@@ -55,6 +62,12 @@ def cli(ctx: click.Context, config_path: str | None, verbose: bool, quiet: bool)
     level = "DEBUG" if verbose else "WARNING" if quiet else None
     ctx.obj = CliState(config_path, log_level=level)
     ctx.call_on_close(ctx.obj.close)
+
+
+def _print_version(ctx: click.Context) -> None:
+    # The version is read only when asked for: package metadata is slow to load.
+    click.echo(f"newsletter, version {newsletter.__version__}")
+    ctx.exit()
 
 
 def main() -> None:
