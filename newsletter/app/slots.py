@@ -98,9 +98,11 @@ def _summarize(slot: str, summary: SendSummary) -> SlotResult:
     ]
     if summary.report is not None:
         report = summary.report
+        verb = "digest {} reached nobody" if report.digest_failed else "sent digest {}"
         parts.append(
-            f"sent digest {summary.digest_id} ({summary.articles} articles): "
+            f"{verb.format(summary.digest_id)} ({summary.articles} articles): "
             f"{report.sent} sent, {report.failed} failed"
+            + ("; its articles go out with the next digest" if report.digest_failed else "")
         )
     else:
         parts.append(f"no new digest: {summary.skipped_reason or 'no new articles'}")
