@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from newsletter import app
-from newsletter.app.send import digest_status
+from newsletter.app.status import digest_status
 from newsletter.app.subscriptions import ConfirmationSender
 from newsletter.models import Subscriber, SubscriberState
 from newsletter.store import subscribers as subscriber_rows

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from newsletter.config import DEFAULT_WEB_SECRET, Settings
 from newsletter.errors import ConfigError
+from newsletter.models import Clock
 from newsletter.signing import Signer
 from newsletter.store import Store
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
-
 
 def utc_now() -> datetime:
+    """The real clock: now, in UTC. Everything below the doors is given a clock instead."""
     return datetime.now(UTC)
 
 

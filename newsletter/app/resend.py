@@ -7,7 +7,8 @@ import threading
 from dataclasses import dataclass
 
 from newsletter.app.context import Context
-from newsletter.app.send import deliver_digest, first_connection, send_lock
+from newsletter.app.send import deliver_digest, first_connection
+from newsletter.app.send_lock import send_lock
 from newsletter.delivery.engine import Progress, SendReport
 from newsletter.delivery.smtp import close_quietly
 from newsletter.errors import UsageError

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import click
 
 from newsletter.cli.base import CliState, pass_state
-from newsletter.store.database import schema_status, upgrade_database
-from newsletter.store.migrations import UPGRADE_HINT, describe
 
 
 @click.group()
@@ -25,10 +21,12 @@ def db() -> None:
 @pass_state
 def status(state: CliState) -> None:
     """Show the database's schema revision and the latest one this version knows."""
-    where, found = schema_status(state.settings.store.url)
+    from newsletter.app.database import UPGRADE_HINT, database_status, describe_revision
+
+    where, found = database_status(state.settings)
     click.echo(f"database: {where}")
-    click.echo(f"current revision: {describe(found.current)}")
-    click.echo(f"latest revision:  {describe(found.latest)}")
+    click.echo(f"current revision: {describe_revision(found.current)}")
+    click.echo(f"latest revision:  {describe_revision(found.latest)}")
     if found.empty:
         click.echo("empty: any command creates it at the latest revision")
     elif not found.known:
@@ -48,14 +46,20 @@ def upgrade(state: CliState) -> None:
     revision it was at and the time in UTC); for PostgreSQL take your own backup first. The
     upgrade is one transaction: if it fails, the database is left as it was.
     """
-    where, result = upgrade_database(state.settings.store.url, now=datetime.now(UTC))
+    from newsletter.app import database, utc_now
+
+    where, result = database.upgrade(state.settings, now=utc_now())
     if result.previous is None:
-        click.echo(f"created {where} at revision {describe(result.current)}")
+        click.echo(f"created {where} at revision {database.describe_revision(result.current)}")
     elif not result.changed:
-        click.echo(f"{where} is already at the latest revision, {describe(result.current)}")
+        click.echo(
+            f"{where} is already at the latest revision, "
+            f"{database.describe_revision(result.current)}"
+        )
     else:
         click.echo(
-            f"upgraded {where} from revision {result.previous} to {describe(result.current)}"
+            f"upgraded {where} from revision {result.previous} to "
+            f"{database.describe_revision(result.current)}"
         )
     if result.backup is not None:
         click.echo(f"the database as it was is kept in {result.backup}")

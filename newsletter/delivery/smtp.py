@@ -35,7 +35,7 @@ def connect(settings: SmtpSettings) -> smtplib.SMTP:
         raise DeliveryError(
             f"cannot connect to the SMTP server {_where(settings)}: {_describe(exc)} "
             "(check [smtp] host, port and security)"
-        ) from None
+        ) from exc
     if settings.username:
         password = settings.password.get_secret_value() if settings.password else ""
         try:
@@ -46,10 +46,10 @@ def connect(settings: SmtpSettings) -> smtplib.SMTP:
                 f"the SMTP server {_where(settings)} rejected the login for {settings.username!r}: "
                 f"{exc.smtp_code} {_text(exc.smtp_error)} "
                 "(check [smtp] username and password, or NEWSLETTER_SMTP__PASSWORD)"
-            ) from None
+            ) from exc
         except (OSError, smtplib.SMTPException) as exc:
             close_quietly(client)
-            raise DeliveryError(f"cannot log in to {_where(settings)}: {_describe(exc)}") from None
+            raise DeliveryError(f"cannot log in to {_where(settings)}: {_describe(exc)}") from exc
     return client
 
 

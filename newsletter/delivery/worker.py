@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from newsletter.config import SmtpSettings
 from newsletter.delivery.ratelimit import RateLimiter
@@ -27,10 +27,9 @@ from newsletter.delivery.smtp import classify, close_quietly, connect, drop, sen
 from newsletter.errors import DeliveryError
 from newsletter.headers import UnsendableAddress
 from newsletter.message import PreparedMessage
-from newsletter.models import DeliveryState, Recipient
+from newsletter.models import Clock, DeliveryState, Recipient
 from newsletter.store.outbox import Outcome
 
-Clock = Callable[[], datetime]
 log = logging.getLogger(__name__)
 IDLE_CHECK_SECONDS = 10.0  # a connection idle this long is checked with NOOP before reuse
 

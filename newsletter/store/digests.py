@@ -13,7 +13,6 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import Select
 
-from newsletter.errors import SendInProgress
 from newsletter.models import Article, DigestState, RenderedDigest
 from newsletter.store.schema import articles, deliveries, digest_articles, digests, stored_text
 
@@ -104,6 +103,10 @@ def carried_urls(conn: Connection, *, published_since: datetime) -> list[str]:
     return [url for (url,) in rows]
 
 
+class DigestConflict(Exception):
+    """Another digest already holds this slot or one of these articles (a concurrent send)."""
+
+
 @dataclass(frozen=True)
 class StoredDigest:
     id: int
@@ -129,6 +132,7 @@ def create_digest(
     """Insert a digest and claim its articles; the database refuses a slot or article twice.
 
     An article a failed digest had is taken from it (nobody received it there).
+    ``DigestConflict`` when another digest took the slot or an article first.
     """
     try:
         inserted = conn.execute(
@@ -169,11 +173,10 @@ def create_digest(
                 for position, key in enumerate(rendered.article_keys)
             ],
         )
-    except IntegrityError:
-        raise SendInProgress(
-            "another send took these articles or this slot at the same moment; "
-            "nothing was sent twice"
-        ) from None
+    except IntegrityError as exc:
+        raise DigestConflict(
+            f"slot {slot!r} or one of {len(rendered.article_keys)} articles is in another digest"
+        ) from exc
     return int(digest_id)
 
 
@@ -190,11 +193,6 @@ def get_digest(conn: Connection, digest_id: int) -> StoredDigest | None:
 
 def slot_taken(conn: Connection, slot: str) -> bool:
     return conn.execute(select(digests.c.id).where(digests.c.slot == slot)).first() is not None
-
-
-def last_slot(conn: Connection) -> str | None:
-    """The newest scheduled slot a digest was made for (slots sort as ISO timestamps)."""
-    return conn.execute(select(func.max(digests.c.slot))).scalar()
 
 
 def unfinished_digest_ids(conn: Connection) -> list[int]:

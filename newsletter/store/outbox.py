@@ -282,17 +282,3 @@ def next_retry_at(conn: Connection, digest_id: int) -> datetime | None:
         return datetime.min.replace(tzinfo=UTC)
     when: datetime = earliest
     return when
-
-
-def has_pending(conn: Connection, digest_id: int) -> bool:
-    return (
-        conn.execute(
-            select(deliveries.c.id)
-            .where(
-                deliveries.c.digest_id == digest_id,
-                deliveries.c.state == DeliveryState.PENDING.value,
-            )
-            .limit(1)
-        ).first()
-        is not None
-    )
