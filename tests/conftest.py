@@ -39,7 +39,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "both_stores: its tests that use the store run on SQLite and on PostgreSQL",
     )
     config.addinivalue_line(
-        "markers", "sqlite_store: about SQLite itself; runs on SQLite only, even in both_stores"
+        "markers",
+        "sqlite_store: runs on SQLite only, even in a both_stores module (about SQLite "
+        "itself, or slow and its store part covered on PostgreSQL by another test)",
     )
 
 

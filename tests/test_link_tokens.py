@@ -29,8 +29,6 @@ from newsletter.store import subscribers as rows
 from newsletter.subscribers import add_subscriber, remove_subscriber
 from newsletter.web import create_app
 
-pytestmark = pytest.mark.both_stores  # see tests/conftest.py
-
 with warnings.catch_warnings():  # starlette prefers httpx2; httpx is what is installed
     warnings.simplefilter("ignore", UserWarning)
     from starlette.testclient import TestClient
