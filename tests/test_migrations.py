@@ -203,8 +203,21 @@ def test_the_upgrade_keeps_every_row_and_gives_each_subscriber_link_ids(release_
     assert set(after) == set(before) - {"schema_version"}
     counts = {name: len(rows) for name, rows in after.items()}
     assert counts["subscribers"] == 9 and counts["digests"] == 2 and counts["deliveries"] == 13
-    for table in after.keys() - {"subscribers"}:
+    for table in after.keys() - {"subscribers", "articles"}:
         assert after[table] == before[table], table
+    # Articles keep every value; the one Markdown file without a URL is keyed as today
+    # (revision 0005), in its column and in its stored copy.
+    renamed = {"file:008_observatory-open-night": "md:008_observatory-open-night"}
+    expected = [
+        (
+            *row[:1],
+            renamed.get(row[1], row[1]),
+            *row[2:7],
+            {**json.loads(row[7]), "key": renamed.get(row[1], row[1])},
+        )
+        for row in before["articles"]
+    ]
+    assert [(*row[:7], json.loads(row[7])) for row in after["articles"]] == expected
     # The first release's columns are untouched; the two new ones come last.
     assert [row[:9] for row in after["subscribers"]] == before["subscribers"]
     found = connected(
@@ -420,3 +433,65 @@ def test_an_unreachable_postgresql_is_one_line_without_the_password(
     assert code == 1 and out == "" and err.count("\n") == 1
     assert err.startswith(f"error: cannot open database {url.replace('hunter2', '***')}: ")
     assert "Connection refused" in err and "hunter2" not in err
+
+
+def test_articles_the_first_release_sent_are_not_sent_again_after_the_upgrade(
+    release_url, make_context: Callable[..., app.Context], tmp_path: Path
+):
+    """Its Markdown file without a URL was keyed ``file:<stem>``; today it is ``md:<stem>``
+    (and a bare feed id became ``id:<feed URL>#<id>``): revision 0005 rewrites the keys, in
+    the column and in the stored article, so what went out stays sent and what waits still
+    goes out."""
+    waiting = {
+        "key": "id:42",
+        "title": "Entry 42 is waiting for a digest",
+        "published": "2026-11-19T06:00:00+00:00",
+        "summary": "A feed entry the first release stored but did not send yet.",
+        "paragraphs": ["A feed entry the first release stored but did not send yet."],
+        "origin": "https://feeds.example.org/rss.xml",
+    }
+    connected(
+        release_url,
+        lambda conn: conn.execute(
+            text(
+                "INSERT INTO articles (key, url, title, published, first_seen, origin, payload) "
+                "VALUES ('id:42', NULL, :title, '2026-11-19 06:00:00', '2026-11-20 06:00:00', "
+                ":origin, :payload)"
+            ),
+            {
+                "title": waiting["title"],
+                "origin": waiting["origin"],
+                "payload": json.dumps(waiting),
+            },
+        ),
+    )
+    upgrade_database(release_url, now=datetime.now(UTC))
+    keys = connected(
+        release_url, lambda conn: set(conn.execute(text("SELECT key FROM articles")).scalars())
+    )
+    assert {"md:008_observatory-open-night", "id:https://feeds.example.org/rss.xml#42"} <= keys
+    assert not {"file:008_observatory-open-night", "id:42"} & keys
+
+    with SmtpTestServer() as server:
+        ctx = make_context(
+            store={"url": release_url},
+            smtp={"port": server.port},
+            sources={"articles_dir": str(REPO / "seeds")},
+            web={"secret": RELEASE_LINKS["secret"]},
+        )
+        summary = app.send_now(ctx)
+
+    # The seeds the first release sent are known as sent; what goes out is the collector's
+    # real file (added since) and the entry that was waiting, under its new key.
+    assert summary.digest_id == 3
+    with ctx.store.atomic() as conn:
+        carried = conn.execute(
+            text(
+                "SELECT a.key FROM articles a JOIN digest_articles d ON d.article_id = a.id "
+                "WHERE d.digest_id = 3"
+            )
+        ).scalars()
+        assert sorted(carried) == [
+            "file:b6c0e47541ad49e3",
+            "id:https://feeds.example.org/rss.xml#42",
+        ]
