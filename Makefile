@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-startup clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,14 +18,18 @@ demo: $(STAMP)  ## send the sample digest to a local capture inbox under var/
 test: $(STAMP)  ## the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff, mypy, and the layering contracts in pyproject.toml (import-linter)
 	$(BIN)/ruff check newsletter tests bench
 	$(BIN)/ruff format --check newsletter tests bench
 	$(BIN)/mypy newsletter
+	$(BIN)/lint-imports --no-cache
 
 bench: $(STAMP)  ## delivery throughput against smtp-sink (see README)
 	$(BIN)/python bench/delivery.py $(BENCH_ARGS)
 	$(BIN)/python bench/pipelining.py $(BENCH_RTT_ARGS)
+
+bench-startup: $(STAMP)  ## newsletter --help / --version start-up time against Python's own
+	$(BIN)/python bench/startup.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

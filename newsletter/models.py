@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+
+# What every stage that needs the time is given: ``clock()`` returns an aware UTC datetime.
+# Tests pass a frozen one; nothing reads the wall clock deep inside the logic.
+Clock = Callable[[], datetime]
 
 
 class SubscriberState(enum.StrEnum):
@@ -97,13 +102,3 @@ class RenderedDigest:
     summaries_only: bool = False  # True when some articles were reduced to fit the size limit
     size_step: SizeStep = SizeStep.FULL
     carried_over: tuple[str, ...] = ()  # keys of selected articles left out for size
-
-
-@dataclass(frozen=True)
-class DigestRecord:
-    id: int
-    subject: str
-    created_at: datetime
-    state: DigestState
-    slot: str | None
-    counts: dict[str, int] = field(default_factory=dict)

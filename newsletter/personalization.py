@@ -41,7 +41,10 @@ def attr_key(name: str) -> str:
 
 @dataclass(frozen=True)
 class TokenSet:
-    """Tokens for one digest. ``token('name')`` -> ``NLk3j9q_name_``."""
+    """Tokens for one digest: ``NL`` and 12 random hex digits, then ``Q<field>Q``.
+
+    ``token('name')`` -> ``NL3f9a0c1b2d4eQnameQ``; an attribute's field is ``attr_<key>``.
+    """
 
     nonce: str = field(default_factory=lambda: "NL" + secrets.token_hex(6))
 

@@ -1,4 +1,11 @@
-"""Shared fixtures: a real SMTP server, settings pointed at tmp files, a controllable clock."""
+"""Shared fixtures: a real SMTP server, settings pointed at tmp files, a controllable clock.
+
+The store: tests get a SQLite file in ``tmp_path``. A module marked ``both_stores`` runs each
+of its tests that uses the store (through ``store_url``: ``env``, ``make_settings``,
+``make_context``) twice, on SQLite and on a fresh database of a real PostgreSQL server: one
+private cluster per session (``tests/postgres.py``), and per test a copy of a template
+database already at the latest schema revision.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +22,67 @@ from newsletter.app import Context
 from newsletter.cli import cli
 from newsletter.cli.base import run_guarded
 from newsletter.config import Settings, load_settings
+from newsletter.store import Store
+from tests.postgres import PostgresCluster, running_cluster
 from tests.smtp_servers import SmtpTestServer
 
 REPO = Path(__file__).resolve().parent.parent
 SEEDS = REPO / "seeds"
+
+
+STORE_BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "both_stores: its tests that use the store run on SQLite and on PostgreSQL",
+    )
+    config.addinivalue_line(
+        "markers",
+        "sqlite_store: runs on SQLite only, even in a both_stores module (about SQLite "
+        "itself, or slow and its store part covered on PostgreSQL by another test)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marked = metafunc.definition.get_closest_marker
+    if (
+        "store_url" in metafunc.fixturenames
+        and marked("both_stores")
+        and not marked("sqlite_store")
+    ):
+        metafunc.parametrize("store_url", STORE_BACKENDS, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """One private PostgreSQL cluster for the whole session, started on first use."""
+    with running_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres: PostgresCluster) -> str:
+    """A database at the latest schema revision, copied for each test (faster than creating
+    the tables every time); nobody connects to it after this."""
+    name = postgres.create_database("template")
+    Store.open(postgres.url(name)).close()
+    return name
+
+
+@pytest.fixture
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The test's database: ``tmp_path/newsletter.db``, or a fresh PostgreSQL database when
+    the test is parametrized with ``postgresql`` (see ``both_stores``)."""
+    backend = getattr(request, "param", "sqlite")
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'newsletter.db'}"
+        return
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    name = cluster.create_database(template=request.getfixturevalue("postgres_template"))
+    yield cluster.url(name)
+    cluster.drop_database(name)
 
 
 class FrozenClock:
@@ -69,11 +133,19 @@ def run(capsys: pytest.CaptureFixture[str]) -> Run:
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, smtp_server: SmtpTestServer) -> Path:
-    """Point every CLI setting at tmp_path and the test SMTP server, through the environment."""
+def env(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    smtp_server: SmtpTestServer,
+    store_url: str,
+) -> Path:
+    """Point every CLI setting at tmp_path (a SQLite ``news.db``, or the test's PostgreSQL
+    database) and the test SMTP server, through the environment."""
     clear_newsletter_env(monkeypatch)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("NEWSLETTER_STORE__URL", f"sqlite:///{tmp_path / 'news.db'}")
+    if store_url.startswith("sqlite"):
+        store_url = f"sqlite:///{tmp_path / 'news.db'}"
+    monkeypatch.setenv("NEWSLETTER_STORE__URL", store_url)
     monkeypatch.setenv("NEWSLETTER_SMTP__PORT", str(smtp_server.port))
     monkeypatch.setenv("NEWSLETTER_SOURCES__ARTICLES_DIR", str(SEEDS))
     monkeypatch.setenv("NEWSLETTER_DIGEST__MAX_AGE_DAYS", "36500")
@@ -94,13 +166,14 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def make_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SettingsFactory:
-    """``make_settings(smtp={"port": 1025}, digest={...})``: defaults pointed at tmp_path."""
+def make_settings(monkeypatch: pytest.MonkeyPatch, store_url: str) -> SettingsFactory:
+    """``make_settings(smtp={"port": 1025}, digest={...})``: defaults pointed at tmp_path
+    (or the test's PostgreSQL database)."""
     clear_newsletter_env(monkeypatch)
 
     def factory(**overrides: Any) -> Settings:
         base = {
-            "store": {"url": f"sqlite:///{tmp_path / 'newsletter.db'}"},
+            "store": {"url": store_url},
             "sources": {"articles_dir": str(SEEDS)},
             "digest": {"max_age_days": 36500},
             "web": {

@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from newsletter.inbox import free_port
 
@@ -47,19 +48,42 @@ class PostgresCluster:
         self.data = root / "data"
         self.socket_dir = root / "sock"
         self._counter = 0
+        self._admin: Any = None  # a psycopg connection, made on first use
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
 
-    def create_database(self, prefix: str = "t") -> str:
-        """A new empty database; returns its name."""
+    def create_database(self, prefix: str = "t", *, template: str | None = None) -> str:
+        """A new database, empty or a copy of ``template`` (which nobody may be connected to);
+        returns its name."""
         self._counter += 1
         name = f"{prefix}_{os.getpid()}_{self._counter}"
-        self.psql(f'CREATE DATABASE "{name}"')
+        copy = f' TEMPLATE "{template}" STRATEGY FILE_COPY' if template else ""
+        self.execute(f'CREATE DATABASE "{name}"{copy}')
         return name
 
     def drop_database(self, name: str) -> None:
-        self.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def execute(self, sql: str) -> None:
+        """One statement outside a transaction (CREATE/DROP DATABASE), on a kept connection:
+        faster than starting ``psql`` for each of the many databases tests make."""
+        if self._admin is None:
+            import psycopg  # the dev extra has it; only tests that use PostgreSQL need it
+
+            self._admin = psycopg.connect(
+                host="127.0.0.1",
+                port=self.port,
+                user="postgres",
+                dbname="postgres",
+                autocommit=True,
+            )
+        self._admin.execute(sql.encode())
+
+    def close(self) -> None:
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Run SQL with the server's own ``psql``; returns its output."""
@@ -127,6 +151,7 @@ def running_cluster(bin_dir: Path | None = None) -> Iterator[PostgresCluster]:
     try:
         yield cluster
     finally:
+        cluster.close()
         subprocess.run(
             [*pg_ctl, "-m", "immediate", "stop"],
             capture_output=True,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -18,25 +21,93 @@ from tests.conftest import SEEDS, Run
 from tests.smtp_servers import SmtpTestServer
 
 
-def _all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    found = []
-    for name, command in group.commands.items():
-        found.append((*prefix, name))
+def _all_commands(
+    group: click.Group, prefix: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], click.Command]]:
+    """Every command and subcommand, as click finds them (loading lazy ones), by path."""
+    found: list[tuple[tuple[str, ...], click.Command]] = []
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command is not None, f"{' '.join((*prefix, name))} cannot be loaded"
+        found.append(((*prefix, name), command))
         if isinstance(command, click.Group):
             found.extend(_all_commands(command, (*prefix, name)))
     return found
 
 
-@pytest.mark.parametrize("path", _all_commands(cli), ids=" ".join)
-def test_every_command_has_help_written_for_users(run: Run, path: tuple[str, ...]):
+COMMANDS = _all_commands(cli)
+
+
+@pytest.mark.parametrize(("path", "command"), COMMANDS, ids=[" ".join(p) for p, _ in COMMANDS])
+def test_every_command_has_help_written_for_users(
+    run: Run, path: tuple[str, ...], command: click.Command
+):
     code, out, _ = run(*path, "--help")
     assert code == 0
-    command: click.Command = cli
-    for name in path:
-        assert isinstance(command, click.Group)
-        command = command.commands[name]
     assert command.help and len(command.help.split()) >= 4, f"{' '.join(path)} needs a help text"
     assert command.help.split("\n")[0].rstrip(".") in " ".join(out.split())
+
+
+@pytest.mark.parametrize(
+    ("path", "command"),
+    [((), cli), *COMMANDS],
+    ids=["newsletter"] + [" ".join(p) for p, _ in COMMANDS],
+)
+def test_every_option_says_what_it_does(path: tuple[str, ...], command: click.Command):
+    for param in command.params:
+        if isinstance(param, click.Option):
+            assert param.help and len(param.help.split()) >= 2, (
+                f"{' '.join(('newsletter', *path))} {param.opts[0]} needs a help text"
+            )
+
+
+@pytest.mark.parametrize(("path", "command"), COMMANDS, ids=[" ".join(p) for p, _ in COMMANDS])
+def test_every_command_is_listed_with_its_summary_in_its_groups_help(
+    run: Run, path: tuple[str, ...], command: click.Command
+):
+    code, out, _ = run(*path[:-1], "--help")
+    assert code == 0
+    listed = {
+        line.split()[0]: " ".join(line.split()[1:])
+        for line in out.split("Commands:")[1].splitlines()
+        if line.strip()
+    }
+    assert command.name == path[-1], "the lazy command table and the command disagree on its name"
+    summary = command.get_short_help_str(limit=200).rstrip(".")
+    assert listed[path[-1]].rstrip(".").split("...")[0] in summary
+
+
+# What the commands use and `newsletter --help` must not load (the CLI starts at once; the
+# figure is bench/startup.py's, this is the behaviour behind it).
+HEAVY = ("sqlalchemy", "premailer", "starlette", "feedparser", "uvicorn", "apscheduler")
+HEAVY += ("pydantic", "jinja2", "httpx", "rich", "aiosmtpd", "dkim", "nh3")
+
+
+def test_help_and_version_load_nothing_the_commands_use():
+    every_help = [["--help"], ["--version"]] + [[*path, "--help"] for path, _ in COMMANDS]
+    script = (
+        "import contextlib, io, json, sys\n"
+        "from newsletter.cli import cli\n"
+        "from newsletter.cli.base import run_guarded\n"
+        "codes = []\n"
+        "for args in json.loads(sys.argv[1]):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n"
+        "        codes.append(run_guarded(cli, args))\n"
+        "print(json.dumps([codes, sorted(sys.modules)]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(every_help)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    codes, modules = json.loads(done.stdout)
+    assert codes == [0] * len(every_help)
+    assert "newsletter.cli.send" in modules  # the command modules themselves did load
+    loaded = sorted({m.partition(".")[0] for m in modules} & set(HEAVY))
+    assert loaded == [], f"--help or --version imported {loaded}"
 
 
 def test_version(run: Run):

@@ -17,6 +17,8 @@ from newsletter.store import subscribers as subscriber_rows
 from tests.pipelining_servers import advertise_pipelining
 from tests.smtp_servers import RecordingHandler, SmtpTestServer
 
+pytestmark = pytest.mark.both_stores  # see tests/conftest.py
+
 
 @pytest.fixture(params=["plain", "pipelining"], autouse=True)
 def smtp_flavour(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:

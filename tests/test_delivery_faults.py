@@ -33,6 +33,8 @@ from tests.conftest import write_config
 from tests.pipelining_servers import advertise_pipelining
 from tests.smtp_servers import RecordingHandler, SmtpTestServer
 
+pytestmark = pytest.mark.both_stores  # see tests/conftest.py
+
 
 @pytest.fixture(params=["plain", "pipelining"], autouse=True)
 def smtp_flavour(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
@@ -155,14 +157,16 @@ def test_mixed_faults_end_in_exact_states(make_context):
 
 
 def test_status_lists_the_reasons_of_failures(
-    make_context, make_settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    make_context, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
     handler = RecordingHandler(rcpt_reply=replies({"gone": lambda n: "550 5.1.1 no such user"}))
     with SmtpTestServer(handler) as server:
         ctx = make_context(smtp={"port": server.port})
         add_many(ctx, by_prefix("ok", 3) + by_prefix("gone", 2))
         app.send_now(ctx)
-    config = write_config(tmp_path / "newsletter.toml", smtp={"port": server.port})
+    config = write_config(
+        tmp_path / "newsletter.toml", store={"url": store_url}, smtp={"port": server.port}
+    )
 
     code = run_guarded(cli, ["--config", str(config), "status"])
 
@@ -250,7 +254,7 @@ def _refuse_everyone(
 
 
 def test_bad_credentials_fail_fast_with_one_line_before_any_row_is_touched(
-    make_context, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    make_context, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
     server = SmtpTestServer(authenticator=_refuse_everyone, auth_require_tls=False)
     with server:
@@ -258,6 +262,7 @@ def test_bad_credentials_fail_fast_with_one_line_before_any_row_is_touched(
         add_many(ctx, by_prefix("reader", 3))
         config = write_config(
             tmp_path / "newsletter.toml",
+            store={"url": store_url},
             smtp={"port": server.port, "username": "digest", "password": "wrong"},
         )
 

@@ -33,6 +33,7 @@ from newsletter.store.schema import digest_articles
 from newsletter.subscribers import add_subscriber
 from newsletter.web import create_app
 from tests import longest_values as longest
+from tests import wire
 from tests.conftest import FrozenClock
 from tests.feed_server import FeedServer, Handler, Route
 from tests.smtp_servers import SmtpTestServer
@@ -104,15 +105,6 @@ def _served_once(body: bytes) -> Route:
     return route
 
 
-def _part(message: EmailMessage, kind: str) -> str:
-    """The decoded ``text/<kind>`` part."""
-    part = message.get_body((kind,))
-    assert part is not None
-    content = part.get_content()
-    assert isinstance(content, str)
-    return content
-
-
 def _with_longest_link(message: EmailMessage, body: str, *, escaped: bool) -> str:
     """The received body as the subscriber with the longest unsubscribe link would get it."""
     sent = message["List-Unsubscribe"].split(">")[0].lstrip("<")
@@ -151,8 +143,8 @@ def _send_until_nothing_new(
             return carried
         assert summary.report.sent == 1 and summary.digest_id is not None
         message = smtp_server.messages()[-1]
-        received_html = _with_longest_link(message, _part(message, "html"), escaped=True)
-        received_text = _with_longest_link(message, _part(message, "plain"), escaped=False)
+        received_html = _with_longest_link(message, wire.body(message, "html"), escaped=True)
+        received_text = _with_longest_link(message, wire.body(message, "plain"), escaped=False)
         assert html.escape(longest.NAME) in received_html
         assert html.escape(longest.EMAIL) in received_html
         assert longest.size(received_html) <= limit
@@ -231,7 +223,7 @@ def test_a_huge_single_article_goes_out_reduced_and_does_not_block_the_others(
 
     assert summary.report is not None and summary.report.sent == 1
     [message] = smtp_server.messages()
-    received = _with_longest_link(message, _part(message, "html"), escaped=True)
+    received = _with_longest_link(message, wire.body(message, "html"), escaped=True)
     assert longest.size(received) <= ctx.settings.digest.max_html_bytes
     assert "The longest report" in received and "The short version." in received
     assert "Section 1." not in received

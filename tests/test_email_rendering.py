@@ -45,6 +45,7 @@ from newsletter.sources.sanitize import sanitize_html
 from newsletter.store.schema import articles as article_rows
 from newsletter.store.schema import digest_articles
 from newsletter.subscribers import add_subscriber
+from tests import wire
 from tests.browser import chromium, emulate, page_screenshot
 from tests.conftest import SEEDS, FrozenClock, clear_newsletter_env
 from tests.feed_server import FeedServer, Handler, Route
@@ -173,14 +174,6 @@ def _serve(body: bytes, content_type: str) -> Route:
     return route
 
 
-def _part(message: EmailMessage, kind: str) -> str:
-    part = message.get_body((kind,))
-    assert part is not None
-    content = part.get_content()
-    assert isinstance(content, str)
-    return content
-
-
 def _digest_titles(ctx: Context, digest_id: int) -> tuple[str, ...]:
     with ctx.store.atomic() as conn:
         rows = conn.execute(
@@ -234,7 +227,12 @@ def sent(images: FeedServer, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         [message] = smtp.messages()
     unsubscribe = message["List-Unsubscribe"].split(">")[0].lstrip("<")
     yield SentDigest(
-        message, _part(message, "html"), _part(message, "plain"), titles, unsubscribe, folder
+        message,
+        wire.body(message, "html"),
+        wire.body(message, "plain"),
+        titles,
+        unsubscribe,
+        folder,
     )
 
 

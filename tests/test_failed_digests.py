@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from newsletter import app
 from newsletter.app.resend import resend_failed
+from newsletter.app.slots import claim_slot, send_slot
 from newsletter.config import load_settings
 from newsletter.errors import SendInProgress
 from newsletter.models import Article, RenderedDigest, SubscriberState
@@ -24,8 +25,11 @@ from newsletter.store import Store, outbox
 from newsletter.store import digests as digest_rows
 from newsletter.store import subscribers as subscriber_rows
 from newsletter.store.schema import articles, deliveries, digest_articles
+from newsletter.subscribers import add_subscriber
 from tests.conftest import Run
 from tests.smtp_servers import RecordingHandler, SmtpTestServer
+
+pytestmark = pytest.mark.both_stores  # see tests/conftest.py
 
 TOO_BIG = "552 5.3.4 message too big for this system"
 READERS = [f"reader{i}@example.org" for i in range(5)]
@@ -221,3 +225,20 @@ def test_requeueing_moves_each_failed_row_once_however_many_run_at_once(make_con
     assert sorted(moved) == [0, 0, 0, len(READERS)]
     with ctx.store.atomic() as conn:
         assert outbox.counts(conn, digest_id) == {"pending": len(READERS)}
+
+
+def test_a_scheduled_slot_whose_digest_reached_nobody_says_so(
+    make_context, smtp_server: SmtpTestServer, clock
+):
+    ctx = make_context(smtp={"port": smtp_server.port})
+    for email in READERS:
+        add_subscriber(ctx.store, email, now=clock())
+    smtp_server.handler.data_reply = Refusing()
+    slot = "2026-11-26T07:00:00+00:00"
+    assert claim_slot(ctx, slot, "test:1") is None
+
+    result = send_slot(ctx, slot, "test:1")
+
+    assert result.outcome.startswith("digest 1 reached nobody (")
+    assert "0 sent, 5 failed; its articles go out with the next digest" in result.outcome
+    assert "sent digest" not in result.outcome

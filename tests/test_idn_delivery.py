@@ -9,14 +9,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from newsletter import app
-from newsletter.app.send import digest_status
+from newsletter.app.status import digest_status
 from newsletter.app.subscriptions import ConfirmationSender
 from newsletter.models import Subscriber, SubscriberState
 from newsletter.store import subscribers as subscriber_rows
 from tests import wire
 from tests.conftest import Run
 from tests.smtp_servers import SmtpTestServer
+
+pytestmark = pytest.mark.both_stores  # see tests/conftest.py
 
 
 def _add(ctx: app.Context, *people: tuple[str, str]) -> None:

@@ -37,6 +37,15 @@ def test_send_now_refuses_before_anything_is_sent(
     assert run("status")[1].startswith("no digests yet.")  # no outbox was made
 
 
+def test_a_test_copy_is_refused_too(run: Run, default_secret: Path, smtp_server: SmtpTestServer):
+    run("subscribers", "add", "ada@example.org")  # listed: the copy would carry her real link
+
+    code, _, err = run("send-now", "--to", "ada@example.org")
+
+    assert code == 2 and err.startswith(REFUSED)
+    assert smtp_server.received == []
+
+
 def test_a_confirmation_email_is_refused_too_and_nothing_is_added(
     run: Run, default_secret: Path, smtp_server: SmtpTestServer
 ):

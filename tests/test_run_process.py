@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
 from aiosmtpd.smtp import Envelope
 from sqlalchemy import select
 
@@ -30,14 +31,17 @@ from newsletter.subscribers import add_subscriber
 from tests.conftest import REPO, write_config
 from tests.smtp_servers import RecordingHandler, SmtpTestServer
 
+pytestmark = pytest.mark.both_stores  # see tests/conftest.py
+
 ZONE = "America/New_York"
 DEADLINE = 60.0
 
 
-def _write_config(tmp_path: Path, port: int, fire: datetime, **smtp: int) -> Path:
+def _write_config(tmp_path: Path, store_url: str, port: int, fire: datetime, **smtp: int) -> Path:
     local = fire.astimezone(ZoneInfo(ZONE))
     return write_config(
         tmp_path / "newsletter.toml",
+        store={"url": store_url},
         smtp={"port": port, "retry_base_seconds": 0.01, "retry_max_seconds": 0.05, **smtp},
         schedule={"cron": f"{local.second} {local.minute} {local.hour} * * *", "timezone": ZONE},
         logging={"level": "INFO"},
@@ -105,13 +109,13 @@ def _terminate(processes: list[subprocess.Popen[bytes]]) -> list[int]:
     return [process.wait(timeout=DEADLINE) for process in processes]
 
 
-def test_two_run_processes_send_the_slot_once_and_stop_on_sigterm(tmp_path: Path):
+def test_two_run_processes_send_the_slot_once_and_stop_on_sigterm(tmp_path: Path, store_url: str):
     emails = ["ada@example.org", "bob@example.org", "cy@example.org"]
     fire = (datetime.now(UTC) + timedelta(seconds=5)).replace(microsecond=0)
     key = slot_key(fire)
     logs = [tmp_path / "run-1.log", tmp_path / "run-2.log"]
     with SmtpTestServer() as server:
-        config = _write_config(tmp_path, server.port, fire)
+        config = _write_config(tmp_path, store_url, server.port, fire)
         _subscribe(config, emails)
         with _running(config, logs) as processes:
             _wait_for(lambda: len(server.received) >= len(emails), "the digest", processes)
@@ -144,7 +148,7 @@ def test_two_run_processes_send_the_slot_once_and_stop_on_sigterm(tmp_path: Path
 
 
 def test_sigterm_mid_send_exits_0_and_a_restart_within_grace_finishes_the_digest(
-    tmp_path: Path,
+    tmp_path: Path, store_url: str
 ):
     emails = [f"reader{i}@example.org" for i in range(6)]
 
@@ -155,7 +159,7 @@ def test_sigterm_mid_send_exits_0_and_a_restart_within_grace_finishes_the_digest
     fire = (datetime.now(UTC) + timedelta(seconds=5)).replace(microsecond=0)
     key = slot_key(fire)
     with SmtpTestServer(RecordingHandler(data_reply=slow)) as server:
-        config = _write_config(tmp_path, server.port, fire, connections=1, claim_batch=1)
+        config = _write_config(tmp_path, store_url, server.port, fire, connections=1, claim_batch=1)
         _subscribe(config, emails)
         first_log = tmp_path / "first.log"
         with _running(config, [first_log]) as processes:

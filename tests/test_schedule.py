@@ -22,9 +22,10 @@ from sqlalchemy import func, select
 
 from newsletter import app
 from newsletter.app import Context
+from newsletter.app.digest import next_digest
 from newsletter.cli import cli
 from newsletter.cli.base import run_guarded
-from newsletter.errors import ConfigError
+from newsletter.errors import ConfigError, SendInProgress
 from newsletter.inbox import free_port
 from newsletter.schedule import (
     DigestService,
@@ -38,11 +39,14 @@ from newsletter.schedule import (
 )
 from newsletter.schedule.service import DIGEST_JOB
 from newsletter.schedule.timing import ON_TIME, latest_fire, retry_at
+from newsletter.store import digests as digest_rows
 from newsletter.store import locks, slots
 from newsletter.store.schema import digests
 from newsletter.subscribers import add_subscriber
 from tests.conftest import SEEDS, FrozenClock
 from tests.smtp_servers import SmtpTestServer
+
+pytestmark = pytest.mark.both_stores  # see tests/conftest.py
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -214,17 +218,18 @@ def test_latest_fire_looks_back_across_dst():
 
 # -- which slot to run: the missed-slot policy --------------------------------------------
 
+SEVEN_UTC = build_trigger("0 7 * * *", "UTC")
+SEVEN_BERLIN = build_trigger("0 7 * * *", "Europe/Berlin")
+
 
 def test_on_time_slot_is_due():
-    decision = due_slot(utc(2026, 11, 26, 7, 0, 1), None, "0 7 * * *", "UTC", SIX_HOURS)
+    decision = due_slot(utc(2026, 11, 26, 7, 0, 1), None, SEVEN_UTC, SIX_HOURS)
     assert decision.slot == "2026-11-26T07:00:00+00:00"
     assert "is due" in decision.reason
 
 
 def test_done_slot_is_not_run_again():
-    decision = due_slot(
-        utc(2026, 11, 26, 9), "2026-11-26T07:00:00+00:00", "0 7 * * *", "UTC", SIX_HOURS
-    )
+    decision = due_slot(utc(2026, 11, 26, 9), "2026-11-26T07:00:00+00:00", SEVEN_UTC, SIX_HOURS)
     assert decision.fire_time is None
     assert (
         decision.reason
@@ -233,17 +238,13 @@ def test_done_slot_is_not_run_again():
 
 
 def test_missed_slot_within_grace_is_sent_once_now():
-    decision = due_slot(
-        utc(2026, 11, 26, 9), "2026-11-25T07:00:00+00:00", "0 7 * * *", "UTC", SIX_HOURS
-    )
+    decision = due_slot(utc(2026, 11, 26, 9), "2026-11-25T07:00:00+00:00", SEVEN_UTC, SIX_HOURS)
     assert decision.slot == "2026-11-26T07:00:00+00:00" and decision.missed == 1
     assert "missed 2.0 h ago, within the grace period of 6.0 h: sending it now" in decision.reason
 
 
 def test_older_misses_are_coalesced_into_the_latest():
-    decision = due_slot(
-        utc(2026, 11, 26, 9), "2026-11-20T07:00:00+00:00", "0 7 * * *", "UTC", SIX_HOURS
-    )
+    decision = due_slot(utc(2026, 11, 26, 9), "2026-11-20T07:00:00+00:00", SEVEN_UTC, SIX_HOURS)
     assert decision.slot == "2026-11-26T07:00:00+00:00"
     assert decision.missed == 6
     assert "5 older missed slots since 2026-11-20T07:00:00+00:00 coalesced into it" in (
@@ -252,32 +253,30 @@ def test_older_misses_are_coalesced_into_the_latest():
 
 
 def test_misses_beyond_grace_are_skipped_and_said_so():
-    decision = due_slot(
-        utc(2026, 11, 26, 14), "2026-11-24T07:00:00+00:00", "0 7 * * *", "UTC", SIX_HOURS
-    )
+    decision = due_slot(utc(2026, 11, 26, 14), "2026-11-24T07:00:00+00:00", SEVEN_UTC, SIX_HOURS)
     assert decision.fire_time is None and decision.missed == 2
     assert decision.reason.startswith("skipped 2 missed slots since 2026-11-24T07:00:00+00:00")
     assert "7.0 h old, beyond the grace period of 6.0 h" in decision.reason
 
 
 def test_new_database_catches_up_only_the_latest_slot_within_grace():
-    inside = due_slot(utc(2026, 11, 26, 9), None, "0 7 * * *", "UTC", SIX_HOURS)
+    inside = due_slot(utc(2026, 11, 26, 9), None, SEVEN_UTC, SIX_HOURS)
     assert inside.slot == "2026-11-26T07:00:00+00:00" and inside.missed == 1
-    outside = due_slot(utc(2026, 11, 26, 14), None, "0 7 * * *", "UTC", SIX_HOURS)
+    outside = due_slot(utc(2026, 11, 26, 14), None, SEVEN_UTC, SIX_HOURS)
     assert outside.fire_time is None
     assert outside.reason.startswith("no slot has run on this database yet")
 
 
 def test_zero_grace_still_runs_a_slot_a_few_seconds_late():
     late = utc(2026, 11, 26, 7) + ON_TIME
-    assert due_slot(late, None, "0 7 * * *", "UTC", timedelta(0)).slot is not None
+    assert due_slot(late, None, SEVEN_UTC, timedelta(0)).slot is not None
     too_late = late + timedelta(seconds=1)
-    assert due_slot(too_late, None, "0 7 * * *", "UTC", timedelta(0)).fire_time is None
+    assert due_slot(too_late, None, SEVEN_UTC, timedelta(0)).fire_time is None
 
 
 def test_missed_slot_across_fall_back_in_local_time():
     now = datetime(2026, 10, 25, 9, tzinfo=BERLIN)  # two hours after 07:00 CET
-    decision = due_slot(now, "2026-10-24T05:00:00+00:00", "0 7 * * *", "Europe/Berlin", SIX_HOURS)
+    decision = due_slot(now, "2026-10-24T05:00:00+00:00", SEVEN_BERLIN, SIX_HOURS)
     assert decision.slot == "2026-10-25T06:00:00+00:00"
     assert "(2026-10-25 07:00:00 CET)" in decision.reason
 
@@ -459,6 +458,7 @@ def test_smtp_down_is_logged_retried_and_the_next_run_succeeds(
     assert retries == [clock() + timedelta(minutes=5)]
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and f"slot {slot} failed: cannot connect" in errors[0].getMessage()
+    assert "(caused by ConnectionRefusedError(" in errors[0].getMessage()  # the log keeps it
     assert not _slot_row(down, slot).done
 
     clock.advance(minutes=5)
@@ -503,6 +503,33 @@ def test_another_send_in_progress_is_info_and_retried(
     assert record.levelno == logging.INFO
 
 
+def test_a_slot_made_elsewhere_at_the_same_moment_sends_nothing(
+    make_context, smtp_server: SmtpTestServer, clock: FrozenClock, monkeypatch
+):
+    ctx = make_context(smtp={"port": smtp_server.port})
+    _subscribe(ctx, clock, count=1)
+    slot = "2026-11-26T07:00:00+00:00"
+
+    def raced(racing_ctx: Context, **kwargs: bool) -> tuple[object, object]:
+        upcoming, gathered = next_digest(racing_ctx, **kwargs)
+        assert upcoming is not None
+        with ctx.store.atomic() as conn:  # another process, between the check and the insert
+            digest_rows.create_digest(
+                conn, upcoming.rendered, token_nonce="NL000000000000", slot=slot, now=clock()
+            )
+        return upcoming, gathered
+
+    monkeypatch.setattr("newsletter.app.send.next_digest", raced)
+    with pytest.raises(
+        SendInProgress, match="at the same moment; nothing was sent twice"
+    ) as caught:
+        app.send_now(ctx, slot=slot)
+
+    assert isinstance(caught.value.__cause__, digest_rows.DigestConflict)  # the store's reason
+    assert smtp_server.received == []
+    assert _digest_count(ctx) == 1  # only the other process's digest
+
+
 def test_unexpected_error_is_recorded_and_does_not_escape(
     make_context, clock: FrozenClock, monkeypatch, caplog
 ):
@@ -511,7 +538,7 @@ def test_unexpected_error_is_recorded_and_does_not_escape(
     def broken(*args: object, **kwargs: object) -> app.SendSummary:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(app, "send_now", broken)
+    monkeypatch.setattr("newsletter.app.slots.send_now", broken)  # where slots call it
     result = SlotRunner(ctx, _schedule()).run_due()
 
     assert result is not None and result.outcome == "failed: RuntimeError: disk on fire"

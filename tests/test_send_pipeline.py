@@ -7,17 +7,14 @@ import re
 from email.message import EmailMessage
 from pathlib import Path
 
+import pytest
+
 from newsletter import app
 from newsletter.subscribers import add_subscriber
+from tests import wire
 from tests.smtp_servers import SmtpTestServer
 
-
-def _body(message: EmailMessage, kind: str) -> str:
-    part = message.get_body((kind,))
-    assert part is not None, f"no text/{kind} part"
-    content = part.get_content()
-    assert isinstance(content, str)
-    return content
+pytestmark = pytest.mark.both_stores  # see tests/conftest.py
 
 
 def test_digest_reaches_every_subscriber_personalized(
@@ -36,9 +33,9 @@ def test_digest_reaches_every_subscriber_personalized(
     assert zoe.get_content_type() == "multipart/alternative"
     assert [p.get_content_type() for p in zoe.iter_parts()] == ["text/plain", "text/html"]
     assert zoe["To"].addresses[0].display_name == "Zoë <b>Müller</b>"
-    html = _body(zoe, "html")
+    html = wire.body(zoe, "html")
     assert "Zoë &lt;b&gt;Müller&lt;/b&gt;" in html
-    assert "Hello Zoë <b>Müller</b>" in _body(zoe, "plain")
+    assert "Hello Zoë <b>Müller</b>" in wire.body(zoe, "plain")
     assert 'style="' in html  # CSS was inlined
     unsubscribe = re.search(
         r"<(https://news\.example\.org/unsubscribe/[^>]+)>", zoe["List-Unsubscribe"]
@@ -74,7 +71,7 @@ CAPTIONS_AND_BOILERPLATE = [
 
 def _normalized(message: EmailMessage) -> str:
     """The received plain-text part with what changes per run replaced by fixed markers."""
-    text = _body(message, "plain").replace("\r\n", "\n")
+    text = wire.body(message, "plain").replace("\r\n", "\n")
     return re.sub(r"/unsubscribe/[A-Za-z0-9_.-]+", "/unsubscribe/<token>", text)
 
 
@@ -98,7 +95,7 @@ def test_delivered_digest_has_no_captions_or_page_boilerplate(
     add_subscriber(ctx.store, "ada@example.org", "Ada", now=clock())
     app.send_now(ctx)
     [message] = smtp_server.messages()
-    html, text = _body(message, "html"), _body(message, "plain")
+    html, text = wire.body(message, "html"), wire.body(message, "plain")
     for fragment in CAPTIONS_AND_BOILERPLATE:
         assert fragment not in html and fragment not in text, fragment
     assert "Brenmoor's first new tram line in three decades opened" in text

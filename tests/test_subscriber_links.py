@@ -1,7 +1,8 @@
 """Links name the right person: public ids, first-release links, and a move to a fresh database.
 
 The first release put the subscriber's row id in its links. A database it wrote
-(``fixtures/release_0_1_0/``) is upgraded in place; the links from its emails
+(``fixtures/release_0_1_0/``) is upgraded in place (``tests/test_migrations.py`` checks
+the upgrade itself on both engines); the links from its emails
 (``fixtures/release_0_1_0_links.json``, made with that release's code) must keep working,
 also after an export and an import into a fresh database, where row ids differ: a link names
 the same person or is refused, never someone else.
@@ -11,19 +12,19 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 import warnings
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import inspect, select
 
 from newsletter import app
 from newsletter.models import SubscriberState
 from newsletter.store import subscribers as rows
-from newsletter.store.schema import _v2_public_ids, is_public_id, subscribers
+from newsletter.store.database import upgrade_database
+from newsletter.store.schema import is_public_id
 from newsletter.subscribers import add_subscriber, export_csv, import_csv, remove_subscriber
 from newsletter.web import create_app
 from tests.conftest import REPO
@@ -42,9 +43,10 @@ ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 
 @pytest.fixture
 def release_db(tmp_path: Path) -> Path:
-    """A copy of the first release's database (opening it upgrades it)."""
+    """A copy of the first release's database, upgraded (``newsletter db upgrade``)."""
     copy = tmp_path / "release.db"
     shutil.copyfile(RELEASE_DB, copy)
+    upgrade_database(f"sqlite:///{copy}", now=datetime.now(UTC))
     return copy
 
 
@@ -60,52 +62,9 @@ def open_db(make_context: Callable[..., app.Context]) -> Callable[[Path], app.Co
     return opener
 
 
-def table_rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
-    with sqlite3.connect(path) as db:
-        names = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        return {n: db.execute(f"SELECT * FROM {n} ORDER BY 1").fetchall() for n in names}
-
-
 def masked(email: str) -> str:
     local, _, domain = email.partition("@")
     return f"{local[: 2 if len(local) > 3 else 1]}***@{domain}"
-
-
-def test_upgrade_gives_every_row_a_public_id_and_keeps_its_id_as_legacy_id(release_db, open_db):
-    before = table_rows(release_db)
-
-    ctx = open_db(release_db)
-
-    with ctx.store.atomic() as conn:
-        found = conn.execute(select(subscribers).order_by(subscribers.c.id)).all()
-    assert [r.legacy_id for r in found] == [r.id for r in found] == list(range(1, 10))
-    assert all(is_public_id(r.public_id) for r in found)
-    assert len({r.public_id for r in found}) == len(found)
-    after = table_rows(release_db)
-    assert [v for v, _ in after["schema_version"]] == [1, 2]
-    assert [r[:9] for r in after["subscribers"]] == before["subscribers"]  # nothing else moved
-    for table in ("deliveries", "digests", "used_tokens", "slot_runs", "feed_state", "articles"):
-        assert after[table] == before[table], table
-
-
-def test_the_upgrade_is_idempotent_and_a_fresh_database_has_the_same_shape(
-    release_db, open_db, tmp_path
-):
-    upgraded = open_db(release_db)
-    fresh = open_db(tmp_path / "fresh.db")
-    with upgraded.store.atomic() as conn:
-        ids = conn.execute(select(subscribers.c.id, subscribers.c.public_id)).all()
-        _v2_public_ids(conn)  # again: changes nothing
-        assert conn.execute(select(subscribers.c.id, subscribers.c.public_id)).all() == ids
-
-    def shape(ctx: app.Context) -> tuple[object, ...]:
-        with ctx.store.atomic() as conn:
-            found = inspect(conn)
-            columns = [(c["name"], c["nullable"]) for c in found.get_columns("subscribers")]
-            indexes = sorted((i["name"], i["unique"]) for i in found.get_indexes("subscribers"))
-        return sorted(columns), indexes
-
-    assert shape(upgraded) == shape(fresh)
 
 
 def test_first_release_unsubscribe_links_work_on_the_upgraded_database(release_db, open_db):

@@ -36,6 +36,8 @@ from newsletter.subscribers import (
 )
 from tests.smtp_servers import RecordingHandler, SmtpTestServer
 
+pytestmark = pytest.mark.both_stores  # see tests/conftest.py
+
 REPO = Path(__file__).resolve().parent.parent
 ATTR_TEMPLATES = REPO / "tests" / "render_fixtures" / "attr_tokens"
 

@@ -11,6 +11,8 @@ import pytest
 from tests.conftest import Run
 from tests.smtp_servers import SmtpTestServer
 
+pytestmark = pytest.mark.both_stores  # see tests/conftest.py
+
 
 def test_add_list_remove(run: Run, env: Path):
     assert run("subscribers", "add", "Ada@Example.org", "--name", "Ada") == (
@@ -118,6 +120,7 @@ def test_export_then_import_elsewhere(run: Run, env: Path, monkeypatch: pytest.M
     )
 
 
+@pytest.mark.sqlite_store  # a read-only SQLite file
 def test_a_read_only_database_says_so_with_its_path(
     run: Run, env: Path, monkeypatch: pytest.MonkeyPatch
 ):

@@ -20,6 +20,8 @@ from newsletter.subscriber_csv import MAX_LINE_BYTES
 from newsletter.subscriber_import import IMPORT_BATCH, MAX_REPORTED, import_csv
 from tests.conftest import Run
 
+pytestmark = pytest.mark.both_stores  # see tests/conftest.py
+
 ROWS = 100_000
 
 

@@ -18,6 +18,8 @@ from newsletter.web import create_app
 from newsletter.web.ratelimit import SlidingWindow
 from tests.smtp_servers import SmtpTestServer
 
+pytestmark = pytest.mark.both_stores  # see tests/conftest.py
+
 with warnings.catch_warnings():  # starlette prefers httpx2; httpx is what is installed
     warnings.simplefilter("ignore", UserWarning)
     from starlette.testclient import TestClient

@@ -121,6 +121,15 @@ def _decode(text: str) -> str:
     return str(make_header(decode_header(text)))
 
 
+def body(message: EmailMessage, kind: str) -> str:
+    """The decoded ``text/<kind>`` part of a parsed message (``"plain"`` or ``"html"``)."""
+    part = message.get_body((kind,))
+    assert part is not None, f"no text/{kind} part"
+    content = part.get_content()
+    assert isinstance(content, str)
+    return content
+
+
 def mailbox(data: bytes, name: str) -> tuple[str, str]:
     """``(display name, address)`` of a one-address field, display name decoded per RFC 2047."""
     raw = _raw_field(data, name)

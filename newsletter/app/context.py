@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from newsletter.config import DEFAULT_WEB_SECRET, Settings
 from newsletter.errors import ConfigError
+from newsletter.models import Clock
 from newsletter.signing import Signer
 from newsletter.store import Store
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
-
 
 def utc_now() -> datetime:
+    """The real clock: now, in UTC. Everything below the doors is given a clock instead."""
     return datetime.now(UTC)
 
 
@@ -46,7 +45,7 @@ class Context:
 
     @classmethod
     def open(cls, settings: Settings, *, clock: Clock = utc_now) -> Context:
-        return cls(settings, Store.open(settings.store.url, now=clock()), clock)
+        return cls(settings, Store.open(settings.store.url), clock)
 
     def unsubscribe_url(self, public_id: str) -> str:
         """The signed per-recipient unsubscribe link (GET shows a page; POST is one-click).

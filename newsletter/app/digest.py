@@ -34,36 +34,50 @@ class Gathered:
     duplicates: list[Duplicate] = field(default_factory=list)  # left out: same key as another
 
 
-def _read_sources(ctx: Context, gathered: Gathered) -> list[Article]:
-    """Every article the folder and the feeds hold now, in that order (keys may repeat)."""
+@dataclass(frozen=True)
+class _Reading:
+    """Every article the folder and the feeds hold now, in that order (keys may repeat),
+    and what could not be read."""
+
+    articles: list[Article]
+    problems: list[str]
+    duplicates: list[Duplicate]  # left out by the folder reader: same key as another file
+    feeds: list[FeedResult]
+
+
+def _read_sources(ctx: Context) -> _Reading:
+    """Read the articles folder, then fetch the feeds (conditional GETs)."""
     settings = ctx.settings.sources
-    found: list[Article] = []
+    articles: list[Article] = []
+    problems: list[str] = []
+    duplicates: list[Duplicate] = []
     try:
         folder = read_articles_dir(settings.articles_dir, max_bytes=settings.max_article_bytes)
     except SourceError as exc:
         if not settings.feeds:  # no source left: a setting to fix, not a digest to send
             raise
-        gathered.problems.append(str(exc))  # the feeds still go out
+        problems.append(str(exc))  # the feeds still go out
         log.warning("articles folder skipped: %s", exc)
     else:
         for problem in folder.problems:
-            gathered.problems.append(str(problem))
+            problems.append(str(problem))
             log.warning("skipped article: %s", problem)
-        gathered.duplicates.extend(folder.duplicates)
-        found.extend(folder.articles)
+        duplicates.extend(folder.duplicates)
+        articles.extend(folder.articles)
+    feeds: list[FeedResult] = []
     if settings.feeds:
         with ctx.store.atomic() as conn:
             validators = feed_rows.load_validators(conn)
         previous = {url: FeedState(etag=e, last_modified=m) for url, (e, m) in validators.items()}
-        gathered.feeds = fetch_feeds(settings, previous=previous, now=ctx.clock())
-        for result in gathered.feeds:
+        feeds = fetch_feeds(settings, previous=previous, now=ctx.clock())
+        for result in feeds:
             for warning in result.warnings:
                 log.warning("feed: %s", warning)
             if result.error:
-                gathered.problems.append(result.error)
+                problems.append(result.error)
                 log.warning("feed skipped: %s", result.error)
-            found.extend(result.articles)
-    return found
+            articles.extend(result.articles)
+    return _Reading(articles, problems, duplicates, feeds)
 
 
 def gather_candidates(ctx: Context, *, remember: bool = True) -> Gathered:
@@ -73,10 +87,14 @@ def gather_candidates(ctx: Context, *, remember: bool = True) -> Gathered:
     feed entry) is counted once, the first found; both ways (remembering or not) use exactly
     the same articles, so a preview shows what a send carries.
     """
-    gathered = Gathered()
-    gathered.found, duplicates = first_by_key(_read_sources(ctx, gathered))
-    gathered.duplicates.extend(duplicates)
-    found = gathered.found
+    reading = _read_sources(ctx)
+    found, duplicates = first_by_key(reading.articles)
+    gathered = Gathered(
+        found=found,
+        problems=reading.problems,
+        feeds=reading.feeds,
+        duplicates=reading.duplicates + duplicates,
+    )
     now = ctx.clock()
     since = now - timedelta(days=ctx.settings.digest.max_age_days)
     with ctx.store.atomic() as conn:
@@ -141,8 +159,3 @@ def next_digest(ctx: Context, *, remember: bool = True) -> tuple[NextDigest | No
     included = set(rendered.article_keys)
     articles = [a for a in selected if a.key in included]
     return NextDigest(articles, rendered, tokens, selected), gathered
-
-
-def preview_digest(ctx: Context) -> tuple[NextDigest | None, Gathered]:
-    """The next digest as it would be sent, marking and storing nothing."""
-    return next_digest(ctx, remember=False)

@@ -6,9 +6,8 @@ sent in a digest, goes into the next digest, carried to the next digest for size
 URL that already went out or goes out under another key, over the cap; and each file or
 entry that could not be read is listed as skipped, with the reason. Nothing is stored.
 
-The selection fates (too old, URL, cap) repeat the rules of
-:func:`newsletter.selection.select_new_articles`, from the same inputs, to say *why* an
-article was not chosen; what was chosen is taken from selection itself.
+The selection fates (too old, URL, cap) are selection's own verdicts
+(:func:`newsletter.selection.judge_candidates`), so the explanation cannot drift from the rules.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from datetime import timedelta
 from newsletter.app.context import Context
 from newsletter.app.digest import Gathered, next_digest
 from newsletter.models import Article
-from newsletter.selection import normalized_url
+from newsletter.selection import Verdict, judge_candidates
 from newsletter.store import articles as article_rows
 
 
@@ -59,10 +58,7 @@ def explain_next_digest(ctx: Context) -> list[ArticleFate]:
     with ctx.store.atomic() as conn:
         sent_in = article_rows.carrying_digests(conn, [a.key for a in articles])
         sent_urls = article_rows.carried_url_digests(conn, published_since=since)
-    sent_by_url = {normalized_url(url): digest for url, digest in sent_urls.items()}
-    not_chosen = _selection_fates(
-        ctx, [a for a in articles if a.key not in sent_in], selected, sent_by_url
-    )
+    not_chosen = _selection_fates(ctx, [a for a in articles if a.key not in sent_in], sent_urls)
     fates: list[ArticleFate] = []
     for article in articles:
         if article.key in sent_in:
@@ -102,43 +98,38 @@ def _every_article(gathered: Gathered) -> list[Article]:
 
 
 def _selection_fates(
-    ctx: Context, waiting: list[Article], selected: set[str], sent_by_url: dict[str, int]
+    ctx: Context, waiting: list[Article], sent_by_url: dict[str, int]
 ) -> dict[str, ArticleFate]:
-    """Why selection passed over each of ``waiting`` not in ``selected``: the same rules, in
-    the same order (newest first; a URL taken by a newer article, chosen or not, is taken)."""
+    """Why selection passed over each of ``waiting``, in selection's own words and rules."""
     settings = ctx.settings.digest
-    oldest = ctx.clock() - timedelta(days=settings.max_age_days)
     feed_caps = {f.url: f.max_items for f in ctx.settings.sources.feeds if f.max_items}
-    seen_urls: dict[str, Article | int] = dict(sent_by_url)  # URL -> the digest or article
+    judged = judge_candidates(
+        waiting,
+        now=ctx.clock(),
+        max_age_days=settings.max_age_days,
+        max_articles=settings.max_articles,
+        per_origin_limit=feed_caps,
+        carried_urls=sent_by_url,
+    )
     fates: dict[str, ArticleFate] = {}
-    for article in sorted(waiting, key=lambda a: (a.published, a.key), reverse=True):
-        if article.published < oldest:
+    for judgement in judged:
+        article, verdict, earlier = judgement.article, judgement.verdict, judgement.same_url_as
+        if verdict is Verdict.TOO_OLD:
             reason = (
                 f"too old: published {article.published:%Y-%m-%d}, more than "
                 f"[digest] max_age_days = {settings.max_age_days} days ago"
             )
             fates[article.key] = ArticleFate(article, Fate.TOO_OLD, reason)
-            continue
-        url = normalized_url(article.url) if article.url else None
-        earlier = seen_urls.get(url) if url else None
-        if earlier is not None:
+        elif verdict is Verdict.SAME_URL:
             reason = (
-                f"same URL as an article already sent in digest {earlier}"
-                if isinstance(earlier, int)
-                else f"same URL as {earlier.origin} ({earlier.key}), which is newer"
+                f"same URL as {earlier.origin} ({earlier.key}), which is newer"
+                if isinstance(earlier, Article)
+                else f"same URL as an article already sent in digest {earlier}"
             )
             fates[article.key] = ArticleFate(article, Fate.SAME_URL, reason)
-            continue
-        if url:
-            seen_urls[url] = article
-        if article.key in selected:
-            continue
-        if article.origin in feed_caps:
-            cap = (
-                f"at most [digest] max_articles = {settings.max_articles} per digest and "
-                f"max_items = {feed_caps[article.origin]} from {article.origin}"
-            )
-        else:
+        elif verdict is not Verdict.CHOSEN:
             cap = f"at most [digest] max_articles = {settings.max_articles} per digest"
-        fates[article.key] = ArticleFate(article, Fate.OVER_CAP, f"over the cap: {cap}")
+            if article.origin in feed_caps:
+                cap += f" and max_items = {feed_caps[article.origin]} from {article.origin}"
+            fates[article.key] = ArticleFate(article, Fate.OVER_CAP, f"over the cap: {cap}")
     return fates

@@ -6,7 +6,8 @@ import threading
 from dataclasses import dataclass
 
 from newsletter.app.context import Context
-from newsletter.app.send import checked_connector, deliver_digest, send_lock
+from newsletter.app.send import checked_connector, deliver_digest
+from newsletter.app.send_lock import send_lock
 from newsletter.delivery.engine import Progress, SendReport
 from newsletter.errors import UsageError
 from newsletter.models import DigestState

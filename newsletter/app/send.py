@@ -1,35 +1,33 @@
-"""Sending: resume unfinished digests, then build and send the next one, under a DB lock."""
+"""Sending digests: finish unfinished ones, then build and send the next one, under the lock.
+
+The lock is :mod:`newsletter.app.send_lock`; a single test copy is
+:mod:`newsletter.app.send_copy`, what was sent :mod:`newsletter.app.status`, and sending the
+failed deliveries of a digest again :mod:`newsletter.app.resend`.
+"""
 
 from __future__ import annotations
 
 import logging
-import secrets
-import smtplib
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 
 from newsletter.app.context import Context
 from newsletter.app.digest import NextDigest, next_digest
+from newsletter.app.send_lock import SendLock, send_lock
 from newsletter.delivery.dkim import make_signer
 from newsletter.delivery.engine import DeliveryEngine, Progress, SendReport
-from newsletter.delivery.smtp import SmtpConnector, classify, close_quietly, connect, send_message
-from newsletter.errors import DeliveryError, DeliveryPaused, SendInProgress, SubscriberError
-from newsletter.headers import UnsendableAddress, wire_address
-from newsletter.message import Envelope, PreparedMessage
-from newsletter.models import DigestState, Recipient, SubscriberState
+from newsletter.delivery.smtp import SmtpConnector
+from newsletter.errors import DeliveryPaused, SendInProgress
+from newsletter.headers import wire_address
+from newsletter.message import PreparedMessage
+from newsletter.models import DigestState, SubscriberState
 from newsletter.personalization import TokenSet
 from newsletter.store import digests as digest_rows
-from newsletter.store import locks, outbox
+from newsletter.store import outbox
 from newsletter.store import subscribers as subscriber_rows
-from newsletter.subscribers import normalize_address
 
 log = logging.getLogger(__name__)
-
-LOCK_TTL = timedelta(minutes=5)
-LOCK_REFRESH = timedelta(seconds=30)
 
 
 @dataclass
@@ -57,48 +55,6 @@ class SendSummary:
         return self.resumed + ([self.report] if self.report else [])
 
 
-class _SendLock:
-    """The database lock row held for a whole send, refreshed while it runs."""
-
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-        # Unique per send, so that a second send in the same process (the scheduler and the
-        # web app, two threads) is refused like one from another process.
-        self.owner = f"{locks.process_owner()}:{secrets.token_hex(4)}"
-        self.refreshed_at = ctx.clock()
-
-    def refresh(self) -> None:
-        """Extend the lease now and then; ``SendInProgress`` if another process took it."""
-        now = self.ctx.clock()
-        if now - self.refreshed_at < LOCK_REFRESH:
-            return
-        with self.ctx.store.atomic() as conn:
-            held = locks.refresh(conn, locks.SEND_LOCK, self.owner, now=now, ttl=LOCK_TTL)
-        if not held:
-            raise SendInProgress(
-                "another process took over the send lock (this one stalled for longer than "
-                f"{LOCK_TTL.total_seconds():.0f} s); stopped so that nobody gets the digest twice"
-            )
-        self.refreshed_at = now
-
-
-@contextmanager
-def send_lock(ctx: Context) -> Iterator[_SendLock]:
-    """Hold the send lock, or raise ``SendInProgress`` naming who holds it."""
-    lock = _SendLock(ctx)
-    with ctx.store.atomic() as conn:
-        holder = locks.try_acquire(conn, locks.SEND_LOCK, lock.owner, now=ctx.clock(), ttl=LOCK_TTL)
-    if holder is not None:
-        raise SendInProgress(
-            f"another send is running on this database ({holder}); try again when it ends"
-        )
-    try:
-        yield lock
-    finally:
-        with ctx.store.atomic() as conn:
-            locks.release(conn, locks.SEND_LOCK, lock.owner)
-
-
 def dkim_signer(ctx: Context) -> Callable[[bytes], bytes] | None:
     """The configured DKIM signer, or None; ``ConfigError`` if the key is unusable."""
     sender, _ = wire_address(str(ctx.settings.newsletter.from_address))
@@ -123,7 +79,7 @@ def deliver_digest(
     ctx: Context,
     digest_id: int,
     *,
-    lock: _SendLock,
+    lock: SendLock,
     stop: threading.Event | None = None,
     progress: Progress | None = None,
     connector: SmtpConnector | None = None,
@@ -249,11 +205,17 @@ def _warn_if_links_are_forgeable(ctx: Context) -> None:
 
 def _create_digest(ctx: Context, upcoming: NextDigest, slot: str | None) -> int:
     now = ctx.clock()
-    with ctx.store.atomic() as conn:
-        digest_id = digest_rows.create_digest(
-            conn, upcoming.rendered, token_nonce=upcoming.tokens.nonce, slot=slot, now=now
-        )
-        recipients = outbox.create_outbox(conn, digest_id, now=now)
+    try:
+        with ctx.store.atomic() as conn:
+            digest_id = digest_rows.create_digest(
+                conn, upcoming.rendered, token_nonce=upcoming.tokens.nonce, slot=slot, now=now
+            )
+            recipients = outbox.create_outbox(conn, digest_id, now=now)
+    except digest_rows.DigestConflict as exc:  # rolled back: nothing of it was stored
+        raise SendInProgress(
+            "another send took these articles or this slot at the same moment; "
+            "nothing was sent twice"
+        ) from exc
     log.info(
         "digest %s: %d articles for %d subscribers", digest_id, len(upcoming.articles), recipients
     )
@@ -266,90 +228,27 @@ def _raise_if_paused(report: SendReport) -> None:
 
 
 def _has_active_subscribers(ctx: Context) -> bool:
+    return _active_subscribers(ctx) > 0
+
+
+def _active_subscribers(ctx: Context) -> int:
     with ctx.store.atomic() as conn:
-        return bool(subscriber_rows.count_by_state(conn).get(SubscriberState.ACTIVE.value))
-
-
-def send_test_copy(ctx: Context, address: str) -> tuple[Envelope, NextDigest]:
-    """Send the next digest to one address as a test; nothing is marked as sent.
-
-    Signed like the real thing. An address that is not on the list gets no unsubscribe link
-    (there is nobody to unsubscribe): no List-Unsubscribe fields, a note in the bodies.
-    """
-    to = normalize_address(address)
-    upcoming, _ = next_digest(ctx, remember=False)
-    if upcoming is None:
-        raise SubscriberError("no new articles: there is no next digest to send a test copy of")
-    with ctx.store.atomic() as conn:
-        known = subscriber_rows.get_by_email(conn, to)
-    recipient = Recipient(
-        delivery_id=0,
-        subscriber_id=known.id if known else 0,
-        email=to,
-        name=known.name if known else "",
-        attrs=known.attrs if known else {},
-        public_id=known.public_id if known else "",
-    )
-    message = PreparedMessage(
-        digest_id=0,
-        subject="[TEST] " + upcoming.rendered.subject,
-        html_body=upcoming.rendered.html,
-        text_body=upcoming.rendered.text,
-        tokens=upcoming.tokens,
-        settings=ctx.settings,
-        unsubscribe_url=(lambda r: ctx.unsubscribe_url(r.public_id)) if known else None,
-        dkim_sign=dkim_signer(ctx),
-    )
-    try:
-        envelope = message.personalize(recipient, now=ctx.clock())
-    except UnsendableAddress as exc:
-        raise SubscriberError(f"cannot send a test copy to {to}: {exc}") from None
-    client = connect(ctx.settings.smtp)
-    try:
-        send_message(
-            client, envelope.sender, envelope.recipient, envelope.data, smtputf8=envelope.smtputf8
-        )
-    except (OSError, smtplib.SMTPException) as exc:
-        reason = classify(exc, envelope.recipient).reason
-        raise DeliveryError(
-            f"the SMTP server did not accept the test copy for {to}: {reason}"
-        ) from None
-    finally:
-        close_quietly(client)
-    return envelope, upcoming
+        return subscriber_rows.count_by_state(conn).get(SubscriberState.ACTIVE.value, 0)
 
 
 @dataclass(frozen=True)
-class DigestStatus:
-    id: int
-    subject: str
-    state: str
-    slot: str | None
-    created_at: datetime
-    counts: dict[str, int]
-    failures: list[tuple[str, int]]
+class SendPlan:
+    """What ``send_now`` would do now: the unfinished digests it would finish first, and the
+    next digest (None: nothing new) for how many active subscribers."""
+
+    unfinished: list[int]
+    active_subscribers: int
+    upcoming: NextDigest | None
 
 
-def digest_status(ctx: Context, *, limit: int = 10) -> list[DigestStatus]:
-    """Recent digests with their delivery counts per state and the reasons of failures."""
+def plan_send(ctx: Context) -> SendPlan:
+    """``send-now --dry-run``: what a send would do now, storing and sending nothing."""
     with ctx.store.atomic() as conn:
-        recent = digest_rows.recent_digests(conn, limit=limit)
-        counts = digest_rows.delivery_counts(conn, [d.id for d in recent])
-        return [
-            DigestStatus(
-                d.id,
-                d.subject,
-                d.state.value,
-                d.slot,
-                d.created_at,
-                counts[d.id],
-                digest_rows.failure_reasons(conn, d.id) if counts[d.id].get("failed") else [],
-            )
-            for d in recent
-        ]
-
-
-def digest_failure_reasons(ctx: Context, digest_id: int) -> list[tuple[str, int]]:
-    """The most common reasons the deliveries of a digest failed, with their counts."""
-    with ctx.store.atomic() as conn:
-        return digest_rows.failure_reasons(conn, digest_id)
+        unfinished = digest_rows.unfinished_digest_ids(conn)
+    upcoming, _ = next_digest(ctx, remember=False)
+    return SendPlan(unfinished, _active_subscribers(ctx), upcoming)

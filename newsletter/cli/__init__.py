@@ -1,4 +1,8 @@
-"""The ``newsletter`` command: a thin click layer over :mod:`newsletter.app`."""
+"""The ``newsletter`` command: a thin click layer over :mod:`newsletter.app`.
+
+Each command's module is imported when that command runs (or its help is shown), and
+imports what it uses inside the command, so ``newsletter --help`` starts at once.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,38 @@ import sys
 
 import click
 
-from newsletter import __version__
-from newsletter.cli.base import CliState, run_guarded
-from newsletter.cli.schedule import run, show_schedule
-from newsletter.cli.send import demo, inbox, preview, resend, send_now, status
-from newsletter.cli.serve import serve
-from newsletter.cli.sources import sources
-from newsletter.cli.subscribers import subscribers
+import newsletter
+from newsletter.cli.base import CliState, LazyGroup, run_guarded
+
+COMMANDS = {
+    "demo": "newsletter.cli.send:demo",
+    "send-now": "newsletter.cli.send:send_now",
+    "resend": "newsletter.cli.send:resend",
+    "preview": "newsletter.cli.send:preview",
+    "status": "newsletter.cli.send:status",
+    "inbox": "newsletter.cli.send:inbox",
+    "subscribers": "newsletter.cli.subscribers:subscribers",
+    "sources": "newsletter.cli.sources:sources",
+    "run": "newsletter.cli.schedule:run",
+    "schedule": "newsletter.cli.schedule:show_schedule",
+    "serve": "newsletter.cli.serve:serve",
+    "db": "newsletter.cli.db:db",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, "--version", prog_name="newsletter")
+@click.group(
+    cls=LazyGroup,
+    lazy_commands=COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.option(
+    "--version",
+    is_flag=True,
+    is_eager=True,
+    expose_value=False,
+    callback=lambda ctx, _param, value: _print_version(ctx) if value else None,
+    help="Show the version and exit.",
+)
 @click.option(
     "--config",
     "-c",
@@ -40,10 +65,10 @@ def cli(ctx: click.Context, config_path: str | None, verbose: bool, quiet: bool)
     ctx.call_on_close(ctx.obj.close)
 
 
-for command in (demo, send_now, resend, preview, status, inbox, subscribers, sources, run):
-    cli.add_command(command)
-cli.add_command(show_schedule)
-cli.add_command(serve)
+def _print_version(ctx: click.Context) -> None:
+    # The version is read only when asked for: package metadata is slow to load.
+    click.echo(f"newsletter, version {newsletter.__version__}")
+    ctx.exit()
 
 
 def main() -> None:

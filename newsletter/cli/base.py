@@ -1,20 +1,50 @@
-"""Shared CLI plumbing: loading settings once, signals, turning errors into one line."""
+"""Shared CLI plumbing: commands loaded on first use, settings loaded once, signals, and
+errors turned into one line.
+
+Only click, the standard library and the light ``errors`` and ``models`` are imported here
+and at the top of every command module: ``newsletter --help`` lists every command without
+loading what the commands use (SQLAlchemy, pydantic, premailer, Starlette, feedparser, ...).
+Commands import those when they run.
+"""
 
 from __future__ import annotations
 
+import importlib
 import signal
-import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from newsletter.app import Context
-from newsletter.config import Settings, load_settings
 from newsletter.errors import NewsletterError
-from newsletter.logs import configure_logging
+
+if TYPE_CHECKING:
+    from newsletter.app import Context
+    from newsletter.config import Settings
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported on first use: ``{"name": "module:attribute"}``."""
+
+    def __init__(self, *args: Any, lazy_commands: Mapping[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = dict(lazy_commands)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy_commands])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = self.lazy_commands.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module_name, _, attribute = target.partition(":")
+        command = getattr(importlib.import_module(module_name), attribute)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{target} is not a click command")
+        return command
 
 
 class CliState:
@@ -28,13 +58,20 @@ class CliState:
 
     @property
     def settings(self) -> Settings:
+        """The settings, loaded (and logging configured) on first use."""
         if self._settings is None:
+            from newsletter.config import load_settings
+            from newsletter.logs import configure_logging
+
             self._settings = load_settings(self.config_path)
             configure_logging(self.log_level or self._settings.logging.level)
         return self._settings
 
     def context(self) -> Context:
+        """The use cases' context (settings, open store, clock), opened on first use."""
         if self._context is None:
+            from newsletter.app import Context
+
             self._context = Context.open(self.settings)
         return self._context
 
@@ -100,8 +137,3 @@ def run_guarded(command: click.Group, args: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     return result if isinstance(result, int) else 0
-
-
-def fail(message: str, code: int = 1) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from newsletter.app import Context
 from newsletter.cli.base import CliState, pass_state, stop_on_signals
-from newsletter.schedule import Schedule, run_until_stopped, slot_key
-from newsletter.store import slots
+
+if TYPE_CHECKING:
+    from newsletter.app import Context
+    from newsletter.schedule import Schedule
 
 
 @click.command()
@@ -24,6 +27,8 @@ def run(state: CliState, dry_run: bool) -> None:
     coalesced into it); unfinished digests are resumed before each new one. Several processes
     may run on one database: each slot is claimed there, so it is sent once.
     """
+    from newsletter.schedule import Schedule, run_until_stopped
+
     schedule = Schedule.from_settings(state.settings.schedule)
     ctx = state.context()
     if dry_run:
@@ -45,11 +50,16 @@ def run(state: CliState, dry_run: bool) -> None:
 @pass_state
 def show_schedule(state: CliState, count: int) -> None:
     """Print the next run times, the last slots run and what a start would do now."""
+    from newsletter.schedule import Schedule
+
     schedule = Schedule.from_settings(state.settings.schedule)
     _show(state.context(), schedule, count=count)
 
 
 def _show(ctx: Context, schedule: Schedule, *, count: int) -> None:
+    from newsletter.app import slots
+    from newsletter.schedule import slot_key
+
     now = ctx.clock()
     click.echo(
         f"cron {schedule.cron!r} in {schedule.zone}, "
@@ -58,9 +68,8 @@ def _show(ctx: Context, schedule: Schedule, *, count: int) -> None:
     click.echo("next runs:")
     for fire_time in schedule.next_fires(now, count):
         click.echo(f"  {fire_time:%a %Y-%m-%d %H:%M:%S %Z}  (slot {slot_key(fire_time)})")
-    with ctx.store.atomic() as conn:
-        last_done = slots.last_done_slot(conn)
-        recent = slots.recent(conn, limit=3)
+    last_done = slots.last_done_slot(ctx)
+    recent = slots.recent_slots(ctx, limit=3)
     if recent:
         click.echo("last slots:")
         for row in recent:

@@ -4,30 +4,20 @@ from __future__ import annotations
 
 import shutil
 import sys
-import webbrowser
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from newsletter import app
-from newsletter.app.resend import resend_failed
-from newsletter.app.send import digest_failure_reasons, digest_status
 from newsletter.cli.base import CliState, StopSignal, pass_state, stop_on_signals
-from newsletter.config import Settings
-from newsletter.delivery.engine import SendReport
 from newsletter.errors import DeliveryError, UsageError
-from newsletter.inbox import CaptureInbox
-from newsletter.logs import progress_for
-from newsletter.message import fill_tokens
-from newsletter.subscribers import import_csv
 
-PREVIEW_VALUES = {
-    "name": "Alex Reader",
-    "email": "alex@example.org",
-    "unsubscribe_url": "#unsubscribe",
-}
+if TYPE_CHECKING:
+    from newsletter import app
+    from newsletter.app.send import SendReport
+    from newsletter.config import Settings
 
 
 def _report_line(report: SendReport) -> str:
@@ -55,6 +45,8 @@ def _print_summary(summary: app.SendSummary) -> None:
 
 def _fail_if_nobody_received(ctx: app.Context, reports: list[SendReport]) -> None:
     """One line and exit code 3 when a digest of this run reached nobody."""
+    from newsletter.app.status import digest_failure_reasons
+
     if not reports:
         return
     report = reports[0]
@@ -93,6 +85,9 @@ def send_now(state: CliState, dry_run: bool, test_address: str | None) -> None:
     (its articles go to the next one) or the server could not be used, 130 stopped by Ctrl-C,
     143 stopped by SIGTERM (both resumable).
     """
+    from newsletter import app
+    from newsletter.logs import progress_for
+
     ctx = state.context()
     if test_address:
         envelope, upcoming = app.send_test_copy(ctx, test_address)
@@ -125,6 +120,9 @@ def resend(state: CliState, digest_id: int, failed: bool) -> None:
     delivery of a still active subscriber is queued again once and sent; running it again
     sends nothing twice. DIGEST is the number `newsletter status` shows.
     """
+    from newsletter.app.resend import resend_failed
+    from newsletter.logs import progress_for
+
     if not failed:
         raise UsageError("say which deliveries to send again: --failed")
     ctx = state.context()
@@ -143,20 +141,18 @@ def resend(state: CliState, digest_id: int, failed: bool) -> None:
 
 
 def _dry_run(ctx: app.Context) -> None:
-    from newsletter.store import digests as digest_rows
-    from newsletter.store import subscribers as subscriber_rows
+    from newsletter.app.send import plan_send
 
-    with ctx.store.atomic() as conn:
-        unfinished = digest_rows.unfinished_digest_ids(conn)
-        active = subscriber_rows.count_by_state(conn).get("active", 0)
-    for digest_id in unfinished:
+    plan = plan_send(ctx)
+    for digest_id in plan.unfinished:
         click.echo(f"would first finish unfinished digest {digest_id}")
-    upcoming, _ = app.preview_digest(ctx)
+    upcoming = plan.upcoming
     if upcoming is None:
         click.echo("no new articles since the last digest; nothing would be sent.")
         return
     click.echo(
-        f"would send \u201c{upcoming.rendered.subject}\u201d to {active} active subscribers:"
+        f"would send \u201c{upcoming.rendered.subject}\u201d to "
+        f"{plan.active_subscribers} active subscribers:"
     )
     for article in upcoming.articles:
         click.echo(f"  {article.published:%Y-%m-%d}  {article.title}")
@@ -177,18 +173,22 @@ def _dry_run(ctx: app.Context) -> None:
 @pass_state
 def preview(state: CliState, output: Path | None) -> None:
     """Render the next digest without sending or marking anything, and open it in a browser."""
+    import webbrowser
+
+    from newsletter.app.preview import preview_digest, sample_copy
+
     ctx = state.context()
-    upcoming, _ = app.preview_digest(ctx)
+    upcoming, _ = preview_digest(ctx)
     if upcoming is None:
         click.echo("no new articles since the last digest; there is nothing to preview.")
         return
-    html = fill_tokens(upcoming.rendered.html, upcoming.tokens, PREVIEW_VALUES, escape=True)
+    html, _ = sample_copy(upcoming)
     target = output or (ctx.settings.var_dir / "preview.html")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(html, encoding="utf-8")
     except OSError as exc:
-        raise UsageError(f"{target}: cannot write the preview: {exc.strerror}") from None
+        raise UsageError(f"{target}: cannot write the preview: {exc.strerror}") from exc
     click.echo(
         f"preview of \u201c{upcoming.rendered.subject}\u201d "
         f"({len(upcoming.articles)} articles) written to {target}"
@@ -202,6 +202,8 @@ def preview(state: CliState, output: Path | None) -> None:
 @pass_state
 def status(state: CliState, limit: int) -> None:
     """List recent digests with their deliveries per state and the reasons of failures."""
+    from newsletter.app.status import digest_status
+
     rows = digest_status(state.context(), limit=limit)
     if not rows:
         click.echo("no digests yet.")
@@ -227,6 +229,8 @@ def status(state: CliState, limit: int) -> None:
 @pass_state
 def inbox(state: CliState, port: int, folder: Path | None) -> None:
     """Run a local capture SMTP server that stores every message as an .eml file."""
+    from newsletter.inbox import CaptureInbox
+
     target = folder or state.settings.var_dir / "inbox"
     with CaptureInbox(target, port=port), stop_on_signals() as stop:
         click.echo(
@@ -245,6 +249,11 @@ def demo(state: CliState) -> None:
 
     Everything is real (SQLite, SMTP over loopback); state goes to var/demo/, reset each time.
     """
+    from newsletter import app
+    from newsletter.app.subscriptions import import_subscribers
+    from newsletter.inbox import CaptureInbox
+    from newsletter.logs import progress_for
+
     base = state.settings
     root = base.var_dir / "demo"
     shutil.rmtree(root, ignore_errors=True)
@@ -252,7 +261,7 @@ def demo(state: CliState) -> None:
         settings = _demo_settings(base, root, capture.port)
         ctx = app.Context.open(settings)
         try:
-            report = import_csv(ctx.store, DEMO_SUBSCRIBERS, now=ctx.clock())
+            report, _ = import_subscribers(ctx, DEMO_SUBSCRIBERS)
             click.echo(f"imported {report.imported} sample subscribers")
             with stop_on_signals() as stop:
                 summary = app.send_now(ctx, stop=stop, progress=progress_for())

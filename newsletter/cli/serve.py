@@ -6,14 +6,15 @@ import logging
 import signal
 import socket
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
-import uvicorn
 
 from newsletter.cli.base import CliState, pass_state
-from newsletter.config import DEFAULT_WEB_SECRET, Settings, is_loopback_host
 from newsletter.errors import ConfigError, UsageError
-from newsletter.web import create_app
+
+if TYPE_CHECKING:
+    from newsletter.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,11 @@ def serve(state: CliState, host: str | None, port: int | None) -> None:
     It listens on loopback unless told otherwise. The preview reloads by itself when a
     template, an article or the config file changes. Ctrl-C stops it.
     """
+    import uvicorn
+
+    from newsletter.config import is_loopback_host
+    from newsletter.web import create_app
+
     settings = state.settings
     host = host or settings.web.host
     port = settings.web.port if port is None else port
@@ -90,6 +96,8 @@ def serve(state: CliState, host: str | None, port: int | None) -> None:
 
 
 def _default_among_previous(settings: Settings) -> str | None:
+    from newsletter.config import DEFAULT_WEB_SECRET
+
     previous = [s.get_secret_value() for s in settings.web.previous_secrets]
     if DEFAULT_WEB_SECRET not in previous:
         return None

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import TYPE_CHECKING
 
 import click
 
-from newsletter.app.explain import ArticleFate, Fate, explain_next_digest
-from newsletter.app.sources import check_sources, list_articles
 from newsletter.cli.base import CliState, pass_state
+
+if TYPE_CHECKING:
+    from newsletter.app.explain import ArticleFate
 
 
 @click.group()
@@ -23,6 +25,8 @@ def check(state: CliState) -> None:
 
     Nothing is stored. Exits with 1 when any source has a problem.
     """
+    from newsletter.app.sources import check_sources
+
     results = check_sources(state.context())
     for result in results:
         if result.not_modified:
@@ -49,6 +53,9 @@ def list_(state: CliState, explain: bool) -> None:
     (rendering the digest, storing and sending nothing). Use it when an article did not go
     out.
     """
+    from newsletter.app.explain import Fate, explain_next_digest
+    from newsletter.app.sources import list_articles
+
     ctx = state.context()
     if not explain:
         listing = list_articles(ctx)

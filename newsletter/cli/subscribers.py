@@ -7,18 +7,16 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from newsletter import subscribers as subscriber_list
-from newsletter.app import subscriptions
 from newsletter.cli.base import CliState, pass_state
 from newsletter.errors import UsageError
 from newsletter.models import SubscriberState
-from newsletter.subscriber_import import ImportReport, OnReject
-from newsletter.subscriber_rules import printable
+
+if TYPE_CHECKING:
+    from newsletter.app.subscriptions import ConfirmationReport, ImportReport, OnReject
 
 
 @click.group()
@@ -46,6 +44,8 @@ def add(state: CliState, email: str, name: str, double_opt_in: bool) -> None:
     its owner confirms; this is also how an unsubscribed or bounced address comes back, and
     how a lost confirmation email is sent again.
     """
+    from newsletter.app import subscriptions
+
     added = subscriptions.add(state.context(), email, name, double_opt_in=double_opt_in)
     sent = "; confirmation email sent" if double_opt_in else ""
     click.echo(f"added {added.email} ({added.state.value}){sent}")
@@ -56,9 +56,10 @@ def add(state: CliState, email: str, name: str, double_opt_in: bool) -> None:
 @pass_state
 def remove(state: CliState, email: str) -> None:
     """Unsubscribe EMAIL. The address is kept as unsubscribed so no import adds it back."""
-    ctx = state.context()
-    address = subscriber_list.normalize_address(email)
-    if subscriber_list.remove_subscriber(ctx.store, address, now=ctx.clock()):
+    from newsletter.app import subscriber_list
+
+    address, changed = subscriber_list.remove(state.context(), email)
+    if changed:
         click.echo(f"unsubscribed {address}")
     else:
         click.echo(f"{address} was already unsubscribed")
@@ -78,10 +79,12 @@ def list_(state: CliState, only: str | None) -> None:
     Control and format characters (escape sequences, bidi overrides) are shown escaped, as
     in \\x1b, never sent to the terminal.
     """
+    from newsletter.app import subscriber_list
+    from newsletter.subscriber_rules import printable
+
     count = 0
-    store = state.context().store
     wanted = SubscriberState(only) if only else None
-    for email, name, sub_state in subscriber_list.list_subscribers(store, state=wanted):
+    for email, name, sub_state in subscriber_list.subscribers(state.context(), state=wanted):
         click.echo(f"{printable(email)}\t{sub_state}\t{printable(name)}")
         count += 1
     click.echo(f"{count} subscribers", err=True)
@@ -111,6 +114,8 @@ def import_(state: CliState, csv_file: Path, double_opt_in: bool, report_file: P
     pending stays pending, unsubscribed and bounced addresses stay out, and links in emails
     already sent keep working. An Excel first line 'sep=;' is honoured.
     """
+    from newsletter.app import subscriptions
+
     ctx = state.context()
     with _rejection_sink(report_file) as on_reject, import_progress(csv_file) as progress:
         report, mailed = subscriptions.import_subscribers(
@@ -124,6 +129,8 @@ def import_(state: CliState, csv_file: Path, double_opt_in: bool, report_file: P
 
 
 def _print_import(csv_file: Path, report: ImportReport, report_file: Path | None) -> None:
+    from newsletter.subscriber_rules import printable
+
     if report_file is None:
         for line, reason in report.rejected:
             click.echo(f"{csv_file}:{line}: {printable(reason)}", err=True)
@@ -159,7 +166,7 @@ def _rejection_sink(report_file: Path | None) -> Iterator[OnReject | None]:
     try:
         handle = report_file.open("w", newline="", encoding="utf-8")
     except OSError as exc:
-        raise UsageError(f"{report_file}: cannot write the report: {exc.strerror}") from None
+        raise UsageError(f"{report_file}: cannot write the report: {exc.strerror}") from exc
     with handle:
         writer = csv.writer(handle)
         writer.writerow(["line", "reason"])
@@ -170,7 +177,7 @@ def _rejection_sink(report_file: Path | None) -> Iterator[OnReject | None]:
         yield to_file
 
 
-def _print_confirmations(mailed: subscriptions.ConfirmationReport) -> None:
+def _print_confirmations(mailed: ConfirmationReport) -> None:
     click.echo(f"sent {mailed.sent} confirmation emails")
     for address, reason in mailed.failed:
         click.echo(f"warning: confirmation email to {address} refused: {reason}", err=True)
@@ -196,6 +203,15 @@ def import_progress(path: Path) -> Iterator[Callable[[int], None] | None]:
     if not sys.stderr.isatty():
         yield None
         return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     total = _count_lines(path)
     bar = Progress(
         TextColumn("[bold]importing[/]"),
@@ -225,13 +241,15 @@ def export(state: CliState, output: Path | None) -> None:
     The file imports back as it was, into this or a fresh database: states and dates are
     kept, and the links in emails already sent still name the same person.
     """
-    store = state.context().store
+    from newsletter.app import subscriber_list
+
+    ctx = state.context()
     if output is None:
-        count = subscriber_list.export_csv(store, sys.stdout)
+        count = subscriber_list.export(ctx, sys.stdout)
     else:
         try:
             with output.open("w", newline="", encoding="utf-8") as handle:
-                count = subscriber_list.export_csv(store, handle)
+                count = subscriber_list.export(ctx, handle)
         except OSError as exc:
-            raise UsageError(f"{output}: cannot write: {exc.strerror}") from None
+            raise UsageError(f"{output}: cannot write: {exc.strerror}") from exc
     click.echo(f"exported {count} subscribers", err=True)

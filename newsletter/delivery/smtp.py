@@ -52,7 +52,7 @@ def connect(settings: SmtpSettings) -> smtplib.SMTP:
             f"cannot connect to the SMTP server {_where(settings)}: {_describe(exc)} "
             "(check [smtp] host, port and security)",
             *_reply(exc),
-        ) from None
+        ) from exc
     if settings.username:
         password = settings.password.get_secret_value() if settings.password else ""
         try:
@@ -63,12 +63,12 @@ def connect(settings: SmtpSettings) -> smtplib.SMTP:
                 f"the SMTP server {_where(settings)} rejected the login for {settings.username!r}: "
                 f"{exc.smtp_code} {_text(exc.smtp_error)} "
                 "(check [smtp] username and password, or NEWSLETTER_SMTP__PASSWORD)"
-            ) from None
+            ) from exc
         except (OSError, smtplib.SMTPException) as exc:
             close_quietly(client)
             raise ConnectFailed(
                 f"cannot log in to {_where(settings)}: {_describe(exc)}", *_reply(exc)
-            ) from None
+            ) from exc
     return client
 
 

@@ -37,7 +37,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from newsletter.config import SmtpSettings
 from newsletter.delivery.pipelining import (
@@ -62,10 +62,9 @@ from newsletter.delivery.smtp import (
 from newsletter.delivery.throttle import AdaptiveThrottle
 from newsletter.headers import UnsendableAddress
 from newsletter.message import PreparedMessage
-from newsletter.models import DeliveryState, Recipient
+from newsletter.models import Clock, DeliveryState, Recipient
 from newsletter.store.outbox import Outcome
 
-Clock = Callable[[], datetime]
 log = logging.getLogger(__name__)
 
 
@@ -356,7 +355,7 @@ class SmtpWorker(threading.Thread):
                 self.session = SmtpSession(client, timeout=settings.timeout)
             except (OSError, smtplib.SMTPException) as exc:
                 drop(client)
-                raise ConnectFailed(f"the connection ended at once: {_reason(exc)}") from None
+                raise ConnectFailed(f"the connection ended at once: {_reason(exc)}") from exc
             self.client = client
             self.on_connection = 0
         self.last_used = time.monotonic()

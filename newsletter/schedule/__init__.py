@@ -1,14 +1,16 @@
 """The scheduled daily digest: when slots are due, who runs them, and the scheduler process.
 
 - :mod:`~newsletter.schedule.timing`: pure functions (cron, fire times, slot keys, the
-  missed-slot decision), clock passed in;
-- :mod:`~newsletter.schedule.runner`: runs the due slot once, claimed in the database;
+  missed-slot decision) and the validated :class:`Schedule`, clock passed in;
+- :mod:`~newsletter.schedule.runner`: runs the due slot once (claimed in the database
+  through :mod:`newsletter.app.slots`) and plans retries;
 - :mod:`~newsletter.schedule.service`: the APScheduler 3.x process behind ``newsletter run``.
 """
 
-from newsletter.schedule.runner import Schedule, SlotResult, SlotRunner
+from newsletter.schedule.runner import SlotRunner
 from newsletter.schedule.service import DigestService, run_until_stopped
 from newsletter.schedule.timing import (
+    Schedule,
     SlotDecision,
     build_trigger,
     due_slot,
@@ -20,7 +22,6 @@ __all__ = [
     "DigestService",
     "Schedule",
     "SlotDecision",
-    "SlotResult",
     "SlotRunner",
     "build_trigger",
     "due_slot",

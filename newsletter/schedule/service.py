@@ -17,7 +17,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 
 from newsletter import app
-from newsletter.schedule.runner import RETRY_DELAY, Schedule, SlotRunner
+from newsletter.schedule.runner import RETRY_DELAY, SlotRunner
+from newsletter.schedule.timing import Schedule
 
 log = logging.getLogger(__name__)
 

@@ -10,12 +10,13 @@ A *slot* is one scheduled fire time; its key is the fire time in UTC, ISO 8601
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
 
+from newsletter.config import ScheduleSettings
 from newsletter.errors import ConfigError
 
 # A slot is still sent this late even with ``grace_minutes = 0``: the scheduler's own wake-up
@@ -54,15 +55,6 @@ class DigestTrigger(CronTrigger):
     def __init__(self, *, fixed_time: bool, **fields: object) -> None:
         super().__init__(**fields)
         self.fixed_time = fixed_time
-
-    def __getstate__(self) -> dict[str, object]:
-        state: dict[str, object] = super().__getstate__()
-        state["fixed_time"] = self.fixed_time
-        return state
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        super().__setstate__(state)
-        self.fixed_time = bool(state.get("fixed_time", False))
 
     def get_next_fire_time(
         self, previous_fire_time: datetime | None, now: datetime
@@ -242,8 +234,7 @@ class SlotDecision:
 def due_slot(
     now: datetime,
     last_done_slot: str | None,
-    cron: str,
-    zone: str | tzinfo,
+    trigger: DigestTrigger,
     grace: timedelta,
 ) -> SlotDecision:
     """The slot to run at ``now`` given the newest slot already done.
@@ -254,7 +245,6 @@ def due_slot(
     than the grace period, every missed slot is skipped and the next fire time takes over.
     With no slot done yet (a new database) only the most recent fire time is considered.
     """
-    trigger = build_trigger(cron, zone)
     # Arithmetic in UTC: datetimes sharing one zone compare and subtract by wall clock,
     # ignoring ``fold``, which is wrong inside a repeated fall-back hour.
     now = now.astimezone(UTC)
@@ -292,6 +282,34 @@ def due_slot(
             f"{named}, {beyond}; their articles go out with the next slot"
         )
     return SlotDecision(None, reason, missed, local)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """``[schedule]`` validated: the cron expression, its zone, the grace period, and the
+    trigger built from them once (a bad cron fails when the schedule is made)."""
+
+    cron: str
+    zone: tzinfo
+    grace: timedelta
+    trigger: DigestTrigger = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "trigger", build_trigger(self.cron, self.zone))
+
+    @classmethod
+    def from_settings(cls, settings: ScheduleSettings) -> Schedule:
+        return cls(
+            settings.cron, zone_of(settings.timezone), timedelta(minutes=settings.grace_minutes)
+        )
+
+    def next_fires(self, after: datetime, count: int) -> list[datetime]:
+        """The next ``count`` fire times strictly after ``after``, in the schedule's zone."""
+        return next_fires(self.trigger, after, count)
+
+    def due(self, now: datetime, last_done_slot: str | None) -> SlotDecision:
+        """The slot to run at ``now`` given the newest slot done (see :func:`due_slot`)."""
+        return due_slot(now, last_done_slot, self.trigger, self.grace)
 
 
 def retry_at(

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, select
 
-from newsletter.store.schema import articles, digest_articles
+from newsletter.store.schema import articles, digest_articles, stored_text
 
 _CHUNK = 500  # keys per IN (...) query, well under every database's parameter limit
 
@@ -23,7 +23,8 @@ def carrying_digests(conn: Connection, keys: Sequence[str]) -> dict[str, int]:
             .where(articles.c.key.in_(chunk))
         )
         carried.update({key: digest_id for key, digest_id in rows})
-    return carried
+    # Keyed as given: the store keeps keys without NUL.
+    return {key: carried[stored_text(key)] for key in keys if stored_text(key) in carried}
 
 
 def carried_url_digests(conn: Connection, *, published_since: datetime) -> dict[str, int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from newsletter.errors import StoreError
-from newsletter.store.schema import migrate
+from newsletter.store import migrations
+from newsletter.store.migrations import SchemaStatus, UpgradeResult
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -27,12 +28,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+_PSYCOPG = "postgresql+psycopg"  # the driver the postgres extra installs
 _WRITE_PROBLEMS = ("readonly", "read-only", "unable to open database file")
 
 
 def _describe(where: str, exc: OperationalError) -> str:
     """One line: which database, what the driver said, and what to check for a write problem."""
-    message = f"database {where}: {exc.orig}"
+    said = " ".join(str(exc.orig).split())  # psycopg adds a tab-indented hint line
+    message = f"database {where}: {said}"
     if any(problem in str(exc.orig).lower() for problem in _WRITE_PROBLEMS):
         message += " (check that the file and its folder are writable by this user)"
     return message
@@ -46,6 +49,74 @@ def _where(engine: Engine) -> str:
     return url.render_as_string(hide_password=True)
 
 
+def connect(url: str) -> Engine:
+    """An engine for a SQLAlchemy URL (a SQLite file's folder is made); nothing is read yet."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StoreError(
+            f"[store] url: {url!r} is not a database URL (e.g. sqlite:///var/newsletter.db)"
+        ) from None
+    if (
+        parsed.get_backend_name() == "sqlite"
+        and parsed.database not in (None, "", ":memory:")
+        and not parsed.database.startswith("file:")  # a URI (?uri=true): opened as given
+    ):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        engine = create_engine(parsed)
+    except ImportError as exc:
+        extra = " (pip install 'newsletter[postgres]')" if parsed.drivername == _PSYCOPG else ""
+        raise StoreError(
+            f"[store] url: {parsed.render_as_string(hide_password=True)} needs a database "
+            f"driver that is not installed ({exc}); install it into the same environment{extra}"
+        ) from None
+    except ArgumentError as exc:
+        raise StoreError(
+            f"[store] url: cannot use {parsed.render_as_string(hide_password=True)}: {exc}"
+        ) from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+@contextmanager
+def _described(where: str) -> Iterator[None]:
+    """A driver's OperationalError (cannot connect, read-only file, ...) as one StoreError line."""
+    try:
+        yield
+    except OperationalError as exc:
+        raise StoreError(f"cannot open {_describe(where, exc)}") from None
+
+
+def schema_status(url: str) -> tuple[str, SchemaStatus]:
+    """Where the database at ``url`` is, and its schema revision against the latest."""
+    engine = connect(url)
+    where = _where(engine)
+    try:
+        with _described(where), engine.connect() as conn:
+            return where, migrations.read_status(conn, where)
+    finally:
+        engine.dispose()
+
+
+def upgrade_database(url: str, *, now: datetime) -> tuple[str, UpgradeResult]:
+    """Bring the database at ``url`` to the latest schema revision (a new one is created).
+
+    A SQLite file is copied beside itself first (``UpgradeResult.backup``). One transaction:
+    a failed revision leaves the database as it was.
+    """
+    engine = connect(url)
+    where = _where(engine)
+    try:
+        with _described(where), engine.connect() as conn:
+            result = migrations.upgrade(conn, where, now=now)
+            conn.commit()
+        return where, result
+    finally:
+        engine.dispose()
+
+
 class Store:
     """A database handle. ``atomic()`` yields a connection inside one committed transaction."""
 
@@ -54,39 +125,19 @@ class Store:
         self.where = _where(engine)
 
     @classmethod
-    def open(cls, url: str, *, now: datetime | None = None) -> Store:
-        """Open (creating and migrating if needed) the database at a SQLAlchemy URL."""
+    def open(cls, url: str) -> Store:
+        """Open the database at a SQLAlchemy URL; a new, empty one is made at the latest schema.
+
+        A database behind the code's schema (or ahead of it) is refused with a StoreError
+        that says to run ``newsletter db upgrade`` (or to upgrade newsletter).
+        """
+        store = cls(connect(url))
         try:
-            parsed = make_url(url)
-        except ArgumentError:
-            raise StoreError(
-                f"[store] url: {url!r} is not a database URL (e.g. sqlite:///var/newsletter.db)"
-            ) from None
-        if (
-            parsed.get_backend_name() == "sqlite"
-            and parsed.database not in (None, "", ":memory:")
-            and not parsed.database.startswith("file:")  # a URI (?uri=true): opened as given
-        ):
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            engine = create_engine(parsed)
-        except ImportError as exc:
-            raise StoreError(
-                f"[store] url: {parsed.render_as_string(hide_password=True)} needs a database "
-                f"driver that is not installed ({exc}); install it into the same environment"
-            ) from None
-        except ArgumentError as exc:
-            raise StoreError(
-                f"[store] url: cannot use {parsed.render_as_string(hide_password=True)}: {exc}"
-            ) from None
-        if engine.dialect.name == "sqlite":
-            event.listen(engine, "connect", _sqlite_pragmas)
-        store = cls(engine)
-        try:
-            with store.atomic() as conn:
-                migrate(conn, now or datetime.now(UTC))
-        except StoreError as exc:  # from atomic(): names the database already
-            raise StoreError(f"cannot open {exc}") from None
+            with _described(store.where):
+                migrations.check_or_create(store.engine, store.where)
+        except StoreError:
+            store.close()
+            raise
         return store
 
     @contextmanager

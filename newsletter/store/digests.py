@@ -13,9 +13,8 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import Select
 
-from newsletter.errors import SendInProgress
 from newsletter.models import Article, DigestState, RenderedDigest
-from newsletter.store.schema import articles, deliveries, digest_articles, digests
+from newsletter.store.schema import articles, deliveries, digest_articles, digests, stored_text
 
 
 def _article_to_json(article: Article) -> str:
@@ -36,14 +35,12 @@ def remember_articles(conn: Connection, found: Sequence[Article], *, now: dateti
     """Store articles not seen before (by key); keep the first-seen copy of known ones."""
     if not found:
         return 0
-    keys = [a.key for a in found]
-    known: set[str] = set()
-    for start in range(0, len(keys), 500):
-        chunk = keys[start : start + 500]
-        known.update(
-            conn.execute(select(articles.c.key).where(articles.c.key.in_(chunk))).scalars()
-        )
-    new: dict[str, Article] = {a.key: a for a in found if a.key not in known}
+    known = known_keys(conn, [a.key for a in found])
+    # By stored key: two keys that differ only by a NUL are one row.
+    new: dict[str, Article] = {}
+    for a in found:
+        if a.key not in known:
+            new.setdefault(stored_text(a.key), a)
     if new:
         conn.execute(
             articles.insert(),
@@ -64,14 +61,14 @@ def remember_articles(conn: Connection, found: Sequence[Article], *, now: dateti
 
 
 def known_keys(conn: Connection, keys: Sequence[str]) -> set[str]:
-    """Which of ``keys`` the store has seen before."""
+    """Which of ``keys`` the store has seen before (as given, though stored without NUL)."""
     found: set[str] = set()
     for start in range(0, len(keys), 500):
         chunk = list(keys[start : start + 500])
         found.update(
             conn.execute(select(articles.c.key).where(articles.c.key.in_(chunk))).scalars()
         )
-    return found
+    return {key for key in keys if stored_text(key) in found}
 
 
 def _carried_article_ids() -> Select[tuple[int]]:
@@ -106,6 +103,10 @@ def carried_urls(conn: Connection, *, published_since: datetime) -> list[str]:
     return [url for (url,) in rows]
 
 
+class DigestConflict(Exception):
+    """Another digest already holds this slot or one of these articles (a concurrent send)."""
+
+
 @dataclass(frozen=True)
 class StoredDigest:
     id: int
@@ -131,6 +132,7 @@ def create_digest(
     """Insert a digest and claim its articles; the database refuses a slot or article twice.
 
     An article a failed digest had is taken from it (nobody received it there).
+    ``DigestConflict`` when another digest took the slot or an article first.
     """
     try:
         inserted = conn.execute(
@@ -147,7 +149,7 @@ def create_digest(
         ).inserted_primary_key
         assert inserted is not None
         digest_id = inserted[0]
-        ids = {
+        stored_ids = {
             key: article_id
             for key, article_id in conn.execute(
                 select(articles.c.key, articles.c.id).where(
@@ -155,6 +157,7 @@ def create_digest(
                 )
             )
         }
+        ids = {key: stored_ids[stored_text(key)] for key in rendered.article_keys}
         # Articles of failed digests are free again: this digest takes their links over.
         failed = select(digests.c.id).where(digests.c.state == DigestState.FAILED.value)
         conn.execute(
@@ -170,11 +173,10 @@ def create_digest(
                 for position, key in enumerate(rendered.article_keys)
             ],
         )
-    except IntegrityError:
-        raise SendInProgress(
-            "another send took these articles or this slot at the same moment; "
-            "nothing was sent twice"
-        ) from None
+    except IntegrityError as exc:
+        raise DigestConflict(
+            f"slot {slot!r} or one of {len(rendered.article_keys)} articles is in another digest"
+        ) from exc
     return int(digest_id)
 
 
@@ -191,11 +193,6 @@ def get_digest(conn: Connection, digest_id: int) -> StoredDigest | None:
 
 def slot_taken(conn: Connection, slot: str) -> bool:
     return conn.execute(select(digests.c.id).where(digests.c.slot == slot)).first() is not None
-
-
-def last_slot(conn: Connection) -> str | None:
-    """The newest scheduled slot a digest was made for (slots sort as ISO timestamps)."""
-    return conn.execute(select(func.max(digests.c.slot))).scalar()
 
 
 def unfinished_digest_ids(conn: Connection) -> list[int]:

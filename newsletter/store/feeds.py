@@ -15,9 +15,15 @@ def load_validators(conn: Connection) -> dict[str, tuple[str | None, str | None]
     return {row.url: (row.etag, row.last_modified) for row in rows}
 
 
+MAX_URL_BYTES = 2000  # the key column's length, within every engine's index limits
+
+
 def save_validators(
     conn: Connection, url: str, *, etag: str | None, last_modified: str | None, now: datetime
 ) -> None:
+    """Keep a feed's validators for its next conditional GET (none for an absurdly long URL)."""
+    if len(url.encode("utf-8", "surrogatepass")) > MAX_URL_BYTES:
+        return
     updated = conn.execute(
         feed_state.update()
         .where(feed_state.c.url == url)

@@ -32,12 +32,14 @@ def create_outbox(conn: Connection, digest_id: int, *, now: datetime) -> int:
         literal(0),
         literal(now, deliveries.c.updated_at.type),
     ).where(subscribers.c.state == SubscriberState.ACTIVE.value)
-    result = conn.execute(
+    conn.execute(
         insert(deliveries).from_select(
             ["digest_id", "subscriber_id", "state", "attempts", "updated_at"], source
         )
     )
-    return result.rowcount
+    # Counted, not the INSERT's rowcount: psycopg reports -1 for an INSERT ... SELECT.
+    counted = select(func.count()).where(deliveries.c.digest_id == digest_id)
+    return int(conn.execute(counted).scalar_one())
 
 
 def release_in_flight(conn: Connection, digest_id: int, *, now: datetime) -> int:
@@ -280,17 +282,3 @@ def next_retry_at(conn: Connection, digest_id: int) -> datetime | None:
         return datetime.min.replace(tzinfo=UTC)
     when: datetime = earliest
     return when
-
-
-def has_pending(conn: Connection, digest_id: int) -> bool:
-    return (
-        conn.execute(
-            select(deliveries.c.id)
-            .where(
-                deliveries.c.digest_id == digest_id,
-                deliveries.c.state == DeliveryState.PENDING.value,
-            )
-            .limit(1)
-        ).first()
-        is not None
-    )

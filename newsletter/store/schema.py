@@ -1,16 +1,19 @@
-"""Tables and registered migrations."""
+"""The tables as the code uses them today.
+
+Every change to them is also an Alembic revision in ``newsletter/store/migrations/versions``;
+a new database is made from these definitions and stamped with the latest revision, so the
+two must agree (``tests/test_migrations.py`` compares them on SQLite and PostgreSQL).
+"""
 
 from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
     Column,
-    Connection,
     DateTime,
     ForeignKey,
     Index,
@@ -21,11 +24,6 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
-    bindparam,
-    inspect,
-    select,
-    text,
-    update,
 )
 from sqlalchemy.engine import Dialect
 
@@ -49,31 +47,59 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC)
 
 
-metadata = MetaData()
+def stored_text(value: str) -> str:
+    """``value`` as a text column keeps it: without NUL, which PostgreSQL refuses in text.
 
-schema_version = Table(
-    "schema_version",
-    metadata,
-    Column("version", Integer, primary_key=True),
-    Column("applied_at", UtcDateTime, nullable=False),
-)
+    Removed on every engine alike (SQLite would keep it), as the message stage removes
+    control characters: whatever a feed or file put into a URL or title is stored the same
+    way everywhere. Code that looks rows up by a value it was given compares this form.
+    """
+    return value.replace("\x00", "") if "\x00" in value else value
+
+
+def _without_nul(value: str | None) -> str | None:
+    return None if value is None else stored_text(value)
+
+
+class SafeString(TypeDecorator[str]):
+    """VARCHAR(n) whose values never carry NUL (see ``stored_text``)."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return _without_nul(value)
+
+
+class SafeText(TypeDecorator[str]):
+    """TEXT whose values never carry NUL (see ``stored_text``)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return _without_nul(value)
+
+
+metadata = MetaData()
 
 subscribers = Table(
     "subscribers",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("email", String(320), nullable=False, unique=True),  # normalized, lowercase
-    Column("name", String(200), nullable=False, default=""),
-    Column("state", String(16), nullable=False),
-    Column("attrs", Text, nullable=False, default="{}"),  # JSON object of custom columns
+    Column("email", SafeString(320), nullable=False, unique=True),  # normalized, lowercase
+    Column("name", SafeString(200), nullable=False, default=""),
+    Column("state", SafeString(16), nullable=False),
+    Column("attrs", SafeText, nullable=False, default="{}"),  # JSON object of custom columns
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     Column("confirmed_at", UtcDateTime),
     Column("unsubscribed_at", UtcDateTime),
-    # What links name (v2): random, never reused, carried by export/import. Never a row id.
-    Column("public_id", String(32), nullable=False, server_default=""),
-    # The row id the first release put in links (v2): links already delivered still work,
-    # and still name the same person after an export/import. NULL for later subscribers.
+    # What links name (revision 0002): random, never reused, kept by export/import; never a
+    # row id.
+    Column("public_id", SafeString(32), nullable=False, server_default=""),
+    # The row id the first release put in links (revision 0002): links already delivered
+    # still work, and still name the same person after an export/import. NULL for later rows.
     Column("legacy_id", Integer),
     Index("ix_subscribers_state_id", "state", "id"),
     Index("ix_subscribers_public_id", "public_id", unique=True),
@@ -109,13 +135,13 @@ articles = Table(
     "articles",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("key", String(600), nullable=False, unique=True),
-    Column("url", String(2000)),
-    Column("title", Text, nullable=False),
+    Column("key", SafeString(600), nullable=False, unique=True),
+    Column("url", SafeText),  # as long as the source gave it
+    Column("title", SafeText, nullable=False),
     Column("published", UtcDateTime, nullable=False),
     Column("first_seen", UtcDateTime, nullable=False),
-    Column("origin", Text, nullable=False, default=""),
-    Column("payload", Text, nullable=False),  # the whole Article as JSON
+    Column("origin", SafeText, nullable=False, default=""),
+    Column("payload", SafeText, nullable=False),  # the whole Article as JSON
     Index("ix_articles_published", "published"),
 )
 
@@ -123,13 +149,13 @@ digests = Table(
     "digests",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("slot", String(64), unique=True),  # scheduled fire time; NULL for manual sends
-    Column("subject", Text, nullable=False),
-    Column("preheader", Text, nullable=False, default=""),
-    Column("html", Text, nullable=False),  # rendered + inlined, personal fields as tokens
-    Column("text", Text, nullable=False),
-    Column("token_nonce", String(64), nullable=False),
-    Column("state", String(16), nullable=False),
+    Column("slot", SafeString(64), unique=True),  # scheduled fire time; NULL for manual sends
+    Column("subject", SafeText, nullable=False),
+    Column("preheader", SafeText, nullable=False, default=""),
+    Column("html", SafeText, nullable=False),  # rendered + inlined, personal fields as tokens
+    Column("text", SafeText, nullable=False),
+    Column("token_nonce", SafeString(64), nullable=False),
+    Column("state", SafeString(16), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("finished_at", UtcDateTime),
 )
@@ -149,11 +175,11 @@ deliveries = Table(
     Column("id", Integer, primary_key=True),
     Column("digest_id", Integer, ForeignKey("digests.id"), nullable=False),
     Column("subscriber_id", Integer, ForeignKey("subscribers.id"), nullable=False),
-    Column("state", String(16), nullable=False),
+    Column("state", SafeString(16), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", UtcDateTime),
-    Column("last_error", Text),
-    Column("message_id", String(300)),
+    Column("last_error", SafeText),
+    Column("message_id", SafeText),  # the sender's domain makes it as long as it is
     Column("updated_at", UtcDateTime, nullable=False),
     Column("sent_at", UtcDateTime),
     UniqueConstraint("digest_id", "subscriber_id"),
@@ -163,8 +189,8 @@ deliveries = Table(
 locks = Table(
     "locks",
     metadata,
-    Column("name", String(64), primary_key=True),
-    Column("owner", String(200), nullable=False),
+    Column("name", SafeString(64), primary_key=True),
+    Column("owner", SafeText, nullable=False),  # host:pid:tag, host names have no fixed length
     Column("acquired_at", UtcDateTime, nullable=False),
     Column("expires_at", UtcDateTime, nullable=False),
 )
@@ -172,77 +198,27 @@ locks = Table(
 feed_state = Table(
     "feed_state",
     metadata,
-    Column("url", String(2000), primary_key=True),
-    Column("etag", Text),
-    Column("last_modified", Text),
+    # 2000 characters: store/feeds.py keeps no validators for a longer URL, so the key stays
+    # within every engine's index limits
+    Column("url", SafeString(2000), primary_key=True),
+    Column("etag", SafeText),
+    Column("last_modified", SafeText),
     Column("checked_at", UtcDateTime, nullable=False),
 )
 
 slot_runs = Table(
     "slot_runs",
     metadata,
-    Column("slot", String(64), primary_key=True),  # a scheduled fire time, ISO 8601 UTC
+    Column("slot", SafeString(64), primary_key=True),  # a scheduled fire time, ISO 8601 UTC
     Column("started_at", UtcDateTime, nullable=False),
     Column("finished_at", UtcDateTime),
-    Column("outcome", Text),  # "sent digest N", "no new articles", "skipped: ...", an error
-    Column("owner", String(200), nullable=False),
+    Column("outcome", SafeText),  # "sent digest N", "no new articles", "skipped: ...", an error
+    Column("owner", SafeText, nullable=False),
 )
 
 used_tokens = Table(
     "used_tokens",
     metadata,
-    Column("token_id", String(100), primary_key=True),  # replay protection for one-time links
+    Column("token_id", SafeString(100), primary_key=True),  # replay protection for one-time links
     Column("used_at", UtcDateTime, nullable=False),
 )
-
-
-def _v1_initial(conn: Connection) -> None:
-    metadata.create_all(conn)
-
-
-_BACKFILL_BATCH = 1000
-
-
-def _v2_public_ids(conn: Connection) -> None:
-    """Public ids for links, and each existing row's id kept as its ``legacy_id``.
-
-    Idempotent: on a database that ``_v1_initial`` created from today's tables the columns
-    exist already and only the missing parts are done. Plain ``ALTER TABLE ... ADD COLUMN``
-    works the same on SQLite and PostgreSQL.
-    """
-    table = subscribers
-    columns = {column["name"] for column in inspect(conn).get_columns(table.name)}
-    if "public_id" not in columns:
-        conn.execute(
-            text("ALTER TABLE subscribers ADD COLUMN public_id VARCHAR(32) DEFAULT '' NOT NULL")
-        )
-    if "legacy_id" not in columns:
-        conn.execute(text("ALTER TABLE subscribers ADD COLUMN legacy_id INTEGER"))
-        # Every row now in the table may have been named by its id in a delivered link.
-        conn.execute(update(table).values(legacy_id=table.c.id))
-    missing = conn.execute(select(table.c.id).where(table.c.public_id == "")).scalars().all()
-    fill = update(table).where(table.c.id == bindparam("row_id")).values(public_id=bindparam("pid"))
-    for start in range(0, len(missing), _BACKFILL_BATCH):
-        batch = missing[start : start + _BACKFILL_BATCH]
-        conn.execute(fill, [{"row_id": row_id, "pid": new_public_id()} for row_id in batch])
-    for index in table.indexes:
-        index.create(conn, checkfirst=True)
-
-
-# Append new migrations here; never edit one that has shipped.
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
-    (1, _v1_initial),
-    (2, _v2_public_ids),
-]
-
-
-def migrate(conn: Connection, now: datetime) -> None:
-    """Apply every registered migration newer than the database's version."""
-    schema_version.create(conn, checkfirst=True)
-    current = conn.execute(
-        select(schema_version.c.version).order_by(schema_version.c.version.desc())
-    ).scalar()
-    for version, step in MIGRATIONS:
-        if current is None or version > current:
-            step(conn)
-            conn.execute(schema_version.insert().values(version=version, applied_at=now))

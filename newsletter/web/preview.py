@@ -21,17 +21,11 @@ from starlette.routing import Route
 
 from newsletter import app
 from newsletter.app.digest import NextDigest
+from newsletter.app.preview import PREVIEW_VALUES, preview_digest, preview_inputs, sample_copy
 from newsletter.config import Settings, load_settings
 from newsletter.errors import NewsletterError
-from newsletter.message import fill_tokens
-from newsletter.render import builtin_templates_dir
 from newsletter.web.pages import Pages, email_response
 
-PREVIEW_VALUES = {
-    "name": "Alex Reader",
-    "email": "alex@example.org",
-    "unsubscribe_url": "#unsubscribe",
-}
 VIEWS = {"desktop": 600, "phone": 375}
 POLL_MS = 1500  # how often the page asks for the fingerprint; it backs off to 15 s on errors
 
@@ -56,13 +50,8 @@ def _entries(root: Path) -> Iterator[tuple[str, int, int]]:
 
 def fingerprint(settings: Settings) -> str:
     """Changes whenever a template, an article file or the config file changes."""
-    roots = [builtin_templates_dir(), settings.sources.articles_dir]
-    if settings.digest.templates_dir is not None:
-        roots.append(settings.digest.templates_dir)
-    if settings.config_path is not None:
-        roots.append(settings.config_path)
     digest = hashlib.sha256()
-    for root in roots:
+    for root in preview_inputs(settings):
         digest.update(f"{root}\n".encode())
         if root.exists():
             for path, mtime, size in _entries(root):
@@ -118,17 +107,18 @@ class Preview:
 
 
 def build_preview(source: PreviewSource) -> Preview:
+    """The next digest for the preview page, with the sample reader's fields filled in."""
     ctx = source.context()
-    upcoming, gathered = app.preview_digest(ctx)
+    upcoming, gathered = preview_digest(ctx)
     if upcoming is None:
         return Preview(None, gathered.problems)
-    rendered = upcoming.rendered
+    html, text = sample_copy(upcoming)
     return Preview(
         upcoming,
         gathered.problems,
-        html=fill_tokens(rendered.html, upcoming.tokens, PREVIEW_VALUES, escape=True),
-        text=fill_tokens(rendered.text, upcoming.tokens, PREVIEW_VALUES, escape=False),
-        size=len(rendered.html.encode("utf-8")),
+        html=html,
+        text=text,
+        size=len(upcoming.rendered.html.encode("utf-8")),
         limit=ctx.settings.digest.max_html_bytes,
     )
 
