@@ -203,8 +203,11 @@ def test_the_upgrade_keeps_every_row_and_gives_each_subscriber_link_ids(release_
     assert set(after) == set(before) - {"schema_version"}
     counts = {name: len(rows) for name, rows in after.items()}
     assert counts["subscribers"] == 9 and counts["digests"] == 2 and counts["deliveries"] == 13
-    for table in after.keys() - {"subscribers", "articles"}:
+    for table in after.keys() - {"subscribers", "articles", "deliveries"}:
         assert after[table] == before[table], table
+    # Deliveries keep every value; the lease columns (revision 0006) come last, empty.
+    assert [row[:-2] for row in after["deliveries"]] == before["deliveries"]
+    assert all(row[-2:] == (None, None) for row in after["deliveries"])
     # Articles keep every value; the one Markdown file without a URL is keyed as today
     # (revision 0005), in its column and in its stored copy.
     renamed = {"file:008_observatory-open-night": "md:008_observatory-open-night"}
