@@ -23,6 +23,7 @@ COMMANDS = {
     "subscribers": "newsletter.cli.subscribers:subscribers",
     "sources": "newsletter.cli.sources:sources",
     "run": "newsletter.cli.schedule:run",
+    "worker": "newsletter.cli.worker:worker",
     "schedule": "newsletter.cli.schedule:show_schedule",
     "serve": "newsletter.cli.serve:serve",
     "db": "newsletter.cli.db:db",

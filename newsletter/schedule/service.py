@@ -100,11 +100,14 @@ def run_until_stopped(
     service = DigestService(ctx, schedule, stop=stop, retry_delay=retry_delay)
     next_run = service.start()
     log.info(
-        "scheduler started: %r in %s, grace period %s min; next slot at %s",
+        "scheduler started: %r in %s, grace period %s min; next slot at %s%s",
         schedule.cron,
         schedule.zone,
         int(schedule.grace.total_seconds() // 60),
         next_run.strftime("%Y-%m-%d %H:%M:%S %Z") if next_run else "never",
+        "; digests are queued for `newsletter worker` ([schedule] deliver)"
+        if ctx.settings.schedule.deliver == "workers"
+        else "",
     )
     try:
         while not stop.wait(timeout=60):
