@@ -22,11 +22,12 @@ from newsletter.delivery.smtp import close_quietly, connect
 from newsletter.errors import DeliveryPaused, SendInProgress
 from newsletter.headers import wire_address
 from newsletter.message import PreparedMessage
-from newsletter.models import DigestState, SubscriberState
+from newsletter.models import DigestState, MailingKind, SubscriberState
 from newsletter.personalization import TokenSet
 from newsletter.store import digests as digest_rows
 from newsletter.store import outbox
 from newsletter.store import subscribers as subscriber_rows
+from newsletter.subscribers import lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,11 @@ def dkim_signer(ctx: Context) -> Callable[[bytes], bytes] | None:
 
 
 def prepare_message(ctx: Context, digest: digest_rows.StoredDigest) -> PreparedMessage:
-    """The digest's MIME message with holes for the personal fields (built once per send)."""
+    """The mailing's MIME message with holes for the personal fields (built once per send).
+
+    A confirmation email is transactional: its own confirm link, no unsubscribe link.
+    """
+    confirmation = digest.kind is MailingKind.CONFIRMATION
     return PreparedMessage(
         digest_id=digest.id,
         subject=digest.subject,
@@ -71,7 +76,8 @@ def prepare_message(ctx: Context, digest: digest_rows.StoredDigest) -> PreparedM
         text_body=digest.text,
         tokens=TokenSet(nonce=digest.token_nonce),
         settings=ctx.settings,
-        unsubscribe_url=lambda r: ctx.unsubscribe_url(r.public_id),
+        unsubscribe_url=None if confirmation else lambda r: ctx.unsubscribe_url(r.public_id),
+        confirm_url=(lambda r: ctx.confirm_url(r.public_id)) if confirmation else None,
         dkim_sign=dkim_signer(ctx),
     )
 
@@ -84,8 +90,13 @@ def deliver_digest(
     stop: threading.Event | None = None,
     progress: Progress | None = None,
     connection: smtplib.SMTP | None = None,
+    wait_for_retries: bool = True,
 ) -> SendReport:
-    """Run the outbox of one digest to the end (or to a stop or pause) and record its state."""
+    """Run the outbox of one digest to the end (or to a stop or pause) and record its state.
+
+    Any mailing: a confirmation mailing goes to its pending subscribers. Without
+    ``wait_for_retries`` it returns once nothing is due, leaving retries to the next call.
+    """
     with ctx.store.atomic() as conn:
         digest = digest_rows.get_digest(conn, digest_id)
         assert digest is not None, f"digest {digest_id} vanished"
@@ -99,10 +110,18 @@ def deliver_digest(
         stop=stop,
         progress=progress,
         on_batch=lock.refresh,
+        audience=(
+            SubscriberState.PENDING
+            if digest.kind is MailingKind.CONFIRMATION
+            else SubscriberState.ACTIVE
+        ),
+        wait_for_retries=wait_for_retries,
     )
     report = engine.run(digest_id, first_connection=connection)
     with ctx.store.atomic() as conn:
-        bounced = subscriber_rows.mark_hard_bounces(conn, digest_id, now=ctx.clock())
+        bounced = lifecycle.mark_hard_bounces(
+            conn, digest_id, now=ctx.clock(), suppressions=ctx.suppressions
+        )
         if report.paused_reason:
             digest_rows.set_digest_state(conn, digest_id, DigestState.PAUSED, now=ctx.clock())
         elif report.finished:
