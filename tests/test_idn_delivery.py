@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from newsletter import app
-from newsletter.app.status import digest_status
 from newsletter.app import confirmations
+from newsletter.app.status import digest_status
 from newsletter.models import SubscriberState
 from newsletter.store import subscribers as subscriber_rows
 from tests import wire
