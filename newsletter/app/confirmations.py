@@ -186,9 +186,10 @@ def deliver_confirmations(
     """Queue the sign-up requests, then deliver every unfinished confirmation mailing.
 
     Deliveries that fail for now are retried by a later call (nothing waits for them here).
-    None when another process is delivering confirmations (it sends these too).
+    None when another process is delivering confirmations (it sends these too). Before any
+    email goes out, forgeable links or an unreachable server stop it with one line
+    (``ConfigError``, ``DeliveryError``); the requests are queued as mailings by then.
     """
-    ctx.check_link_settings()  # no forgeable links in real mail
     try:
         with send_lock(ctx, name=CONFIRMATION_LOCK) as lock:
             run = ConfirmationRun()

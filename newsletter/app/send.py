@@ -130,14 +130,15 @@ def deliver_digest(
             state = DigestState.FAILED if report.digest_failed else DigestState.SENT
             digest_rows.set_digest_state(conn, digest_id, state, now=ctx.clock())
     log.info(
-        "digest %s: %d sent, %d failed, %d to retry%s",
+        "%s %s: %d sent, %d failed, %d to retry%s",
+        digest.kind.value,  # "digest", or "confirmation" for confirmation emails
         digest_id,
         report.sent,
         report.failed,
         report.retried,
         " (interrupted; resumable)" if report.interrupted else "",
     )
-    if report.digest_failed:  # the callers say so too: send-now exits 3 with one line
+    if report.digest_failed and digest.kind is MailingKind.DIGEST:  # send-now says so too
         log.info(
             "digest %s reached nobody (%d failed); its articles go to the next digest",
             digest_id,

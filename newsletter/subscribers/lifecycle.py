@@ -183,17 +183,15 @@ def mark_bounced(
 ) -> bool:
     """A hard bounce: an active or pending subscriber becomes bounced with the server's
     ``reason``, and the address is suppressed. True if the state changed."""
-    subscriber = rows.get_by_id(conn, subscriber_id)
-    if subscriber is None:
-        return False
-    suppressions.add(conn, subscriber.email, Reason.BOUNCED, now=now)
-    return rows.set_state(
+    return _suppress_and_move(
         conn,
         subscriber_id,
+        Reason.BOUNCED,
         BOUNCED,
-        now=now,
         only_from=[ACTIVE, PENDING],
         reason=" ".join(reason.split())[:_MAX_REASON_CHARS],
+        now=now,
+        suppressions=suppressions,
     )
 
 
@@ -202,18 +200,36 @@ def mark_complained(
 ) -> bool:
     """A spam report: the subscriber is unsubscribed with reason ``complaint`` and the address
     suppressed. True if the state changed."""
+    return _suppress_and_move(
+        conn,
+        subscriber_id,
+        Reason.COMPLAINED,
+        UNSUBSCRIBED,
+        only_from=[ACTIVE, PENDING, BOUNCED],
+        reason=COMPLAINT,
+        now=now,
+        suppressions=suppressions,
+    )
+
+
+def _suppress_and_move(
+    conn: Connection,
+    subscriber_id: int,
+    suppressed_as: Reason,
+    state: SubscriberState,
+    *,
+    only_from: list[SubscriberState],
+    reason: str,
+    now: datetime,
+    suppressions: SuppressionList,
+) -> bool:
+    """Suppress the subscriber's address (whatever their state), then move them to ``state``
+    from one of ``only_from``; True if they moved."""
     subscriber = rows.get_by_id(conn, subscriber_id)
     if subscriber is None:
         return False
-    suppressions.add(conn, subscriber.email, Reason.COMPLAINED, now=now)
-    return rows.set_state(
-        conn,
-        subscriber_id,
-        UNSUBSCRIBED,
-        now=now,
-        only_from=[ACTIVE, PENDING, BOUNCED],
-        reason=COMPLAINT,
-    )
+    suppressions.add(conn, subscriber.email, suppressed_as, now=now)
+    return rows.set_state(conn, subscriber_id, state, now=now, only_from=only_from, reason=reason)
 
 
 def mark_hard_bounces(
