@@ -4,8 +4,8 @@
 
     new address ──add────────────────────────────────────────────▶ active
     new address ──sign-up, add/import --double-opt-in──▶ pending ──confirm──▶ active
-    active ──unsubscribe (link, remove)──▶ unsubscribed
-    active, pending ──complaint (spam report)──▶ unsubscribed, reason "complaint"
+    active, pending, bounced ──unsubscribe (link, remove)──▶ unsubscribed
+    active, pending, bounced ──complaint (spam report)──▶ unsubscribed, reason "complaint"
     active, pending ──hard bounce──▶ bounced, reason: the server's reply
     unsubscribed, bounced ──sign-up, add --double-opt-in──▶ pending ──confirm──▶ active
 
