@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dkim
 import httpx
 import pytest
 from aiosmtpd.smtp import SMTP as SMTPServer
@@ -34,6 +35,7 @@ from newsletter.models import SubscriberState
 from newsletter.store import subscribers as rows
 from newsletter.store.schema import deliveries, digests, subscribers
 from newsletter.subscribers import add_subscriber
+from tests import wire
 from tests.conftest import REPO, Run, write_config
 from tests.smtp_servers import RecordingHandler, SmtpTestServer
 
@@ -114,6 +116,21 @@ def test_a_confirmation_email_is_a_mailing_of_the_outbox_and_not_a_digest(
     assert message["List-Id"] is None
     text = message.get_body(("plain",))
     assert text is not None and "Hello Ada," in text.get_content()
+
+
+def test_confirmation_emails_are_dkim_signed_like_digests(make_context):
+    with SmtpTestServer() as server:
+        ctx = make_context(
+            smtp={"port": server.port},
+            newsletter={"from_address": "digest@news.example.org"},
+            dkim=wire.dkim_key().settings(),
+        )
+        subscriptions.add(ctx, "ada@example.org", "Ada", double_opt_in=True)
+
+    [received] = server.received
+    assert dkim.verify(received.data, dnsfunc=wire.dkim_dns)
+    tampered = received.data.replace(b"Confirm my subscription", b"Confirm my subscripti0n")
+    assert tampered != received.data and not dkim.verify(tampered, dnsfunc=wire.dkim_dns)
 
 
 def test_a_temporary_refusal_is_retried_by_the_next_run_without_anyone_waiting(make_context, clock):
