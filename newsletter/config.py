@@ -141,6 +141,21 @@ class WebSettings(Section):
     port: int = Field(default=8000, ge=0, le=65535)
     # Ignored since unsubscribe links stopped expiring; still accepted so old files load.
     token_max_age_days: int | None = Field(default=None, ge=1)
+    # Reverse proxies (IPs or CIDR networks) whose X-Forwarded-For names the real client; the
+    # header of anyone else is ignored, so it cannot dodge the per-client limits.
+    trusted_proxies: tuple[str, ...] = ()
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        for value in values:
+            try:
+                ipaddress.ip_network(value.strip(), strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{value!r} is not an IP address or network (e.g. 10.0.0.1, 10.0.0.0/8)"
+                ) from None
+        return tuple(value.strip() for value in values)
 
     @field_validator("secret")
     @classmethod

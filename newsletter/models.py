@@ -33,6 +33,13 @@ class DigestState(enum.StrEnum):
     FAILED = "failed"  # finished and nobody received it; its articles go to the next digest
 
 
+class MailingKind(enum.StrEnum):
+    """What a mailing (a row of the digests table, with its outbox) is."""
+
+    DIGEST = "digest"
+    CONFIRMATION = "confirmation"  # double opt-in emails: to pending subscribers, no articles
+
+
 @dataclass(frozen=True)
 class Article:
     """One article, from a file or a feed, already cleaned of page boilerplate.

@@ -21,11 +21,12 @@ from newsletter.delivery.smtp import SmtpConnector
 from newsletter.errors import DeliveryPaused, SendInProgress
 from newsletter.headers import wire_address
 from newsletter.message import PreparedMessage
-from newsletter.models import DigestState, SubscriberState
+from newsletter.models import DigestState, MailingKind, SubscriberState
 from newsletter.personalization import TokenSet
 from newsletter.store import digests as digest_rows
 from newsletter.store import outbox
 from newsletter.store import subscribers as subscriber_rows
+from newsletter.subscribers import lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,11 @@ def dkim_signer(ctx: Context) -> Callable[[bytes], bytes] | None:
 
 
 def prepare_message(ctx: Context, digest: digest_rows.StoredDigest) -> PreparedMessage:
-    """The digest's MIME message with holes for the personal fields (built once per send)."""
+    """The mailing's MIME message with holes for the personal fields (built once per send).
+
+    A confirmation email is transactional: its own confirm link, no unsubscribe link.
+    """
+    confirmation = digest.kind is MailingKind.CONFIRMATION
     return PreparedMessage(
         digest_id=digest.id,
         subject=digest.subject,
@@ -70,7 +75,8 @@ def prepare_message(ctx: Context, digest: digest_rows.StoredDigest) -> PreparedM
         text_body=digest.text,
         tokens=TokenSet(nonce=digest.token_nonce),
         settings=ctx.settings,
-        unsubscribe_url=lambda r: ctx.unsubscribe_url(r.public_id),
+        unsubscribe_url=None if confirmation else lambda r: ctx.unsubscribe_url(r.public_id),
+        confirm_url=(lambda r: ctx.confirm_url(r.public_id)) if confirmation else None,
         dkim_sign=dkim_signer(ctx),
     )
 
@@ -83,8 +89,13 @@ def deliver_digest(
     stop: threading.Event | None = None,
     progress: Progress | None = None,
     connector: SmtpConnector | None = None,
+    wait_for_retries: bool = True,
 ) -> SendReport:
-    """Run the outbox of one digest to the end (or to a stop or pause) and record its state."""
+    """Run the outbox of one digest to the end (or to a stop or pause) and record its state.
+
+    Any mailing: a confirmation mailing goes to its pending subscribers. Without
+    ``wait_for_retries`` it returns once nothing is due, leaving retries to the next call.
+    """
     with ctx.store.atomic() as conn:
         digest = digest_rows.get_digest(conn, digest_id)
         assert digest is not None, f"digest {digest_id} vanished"
@@ -99,10 +110,18 @@ def deliver_digest(
         progress=progress,
         on_batch=lock.refresh,
         connector=connector,
+        audience=(
+            SubscriberState.PENDING
+            if digest.kind is MailingKind.CONFIRMATION
+            else SubscriberState.ACTIVE
+        ),
+        wait_for_retries=wait_for_retries,
     )
     report = engine.run(digest_id)
     with ctx.store.atomic() as conn:
-        bounced = subscriber_rows.mark_hard_bounces(conn, digest_id, now=ctx.clock())
+        bounced = lifecycle.mark_hard_bounces(
+            conn, digest_id, now=ctx.clock(), suppressions=ctx.suppressions
+        )
         if report.paused_reason:
             digest_rows.set_digest_state(conn, digest_id, DigestState.PAUSED, now=ctx.clock())
         elif report.finished:
@@ -111,14 +130,15 @@ def deliver_digest(
             state = DigestState.FAILED if report.digest_failed else DigestState.SENT
             digest_rows.set_digest_state(conn, digest_id, state, now=ctx.clock())
     log.info(
-        "digest %s: %d sent, %d failed, %d to retry%s",
+        "%s %s: %d sent, %d failed, %d to retry%s",
+        digest.kind.value,  # "digest", or "confirmation" for confirmation emails
         digest_id,
         report.sent,
         report.failed,
         report.retried,
         " (interrupted; resumable)" if report.interrupted else "",
     )
-    if report.digest_failed:  # the callers say so too: send-now exits 3 with one line
+    if report.digest_failed and digest.kind is MailingKind.DIGEST:  # send-now says so too
         log.info(
             "digest %s reached nobody (%d failed); its articles go to the next digest",
             digest_id,

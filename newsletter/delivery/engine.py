@@ -79,7 +79,7 @@ from newsletter.delivery.worker import (
 )
 from newsletter.errors import StoreError
 from newsletter.message import PreparedMessage
-from newsletter.models import DeliveryState, Recipient
+from newsletter.models import DeliveryState, Recipient, SubscriberState
 from newsletter.store import Store, outbox
 from newsletter.store.outbox import Outcome
 
@@ -132,7 +132,12 @@ class SendReport:
 
 
 class DeliveryEngine:
-    """Sends one digest's outbox. Create one per send; ``stop`` ends it after in-flight messages."""
+    """Sends one digest's outbox. Create one per send; ``stop`` ends it after in-flight messages.
+
+    ``audience``: the state a subscriber must be in to get the message (``active`` for a
+    digest, ``pending`` for a confirmation email). Without ``wait_for_retries`` the run ends
+    once nothing is due, leaving rows to retry later pending for the next run.
+    """
 
     def __init__(
         self,
@@ -147,8 +152,12 @@ class DeliveryEngine:
         rng: random.Random | None = None,
         connector: SmtpConnector | None = None,
         throttle: AdaptiveThrottle | None = None,
+        audience: SubscriberState = SubscriberState.ACTIVE,
+        wait_for_retries: bool = True,
     ) -> None:
         self.store = store
+        self.audience = audience
+        self.wait_for_retries = wait_for_retries
         self.smtp = smtp
         self.message = message
         self.clock = clock
@@ -212,7 +221,7 @@ class DeliveryEngine:
         now = self.clock()
         with self.store.atomic() as conn:
             report.released_in_flight = outbox.release_in_flight(conn, digest_id, now=now)
-            skipped = outbox.skip_inactive(conn, digest_id, now=now)
+            skipped = outbox.skip_inactive(conn, digest_id, now=now, audience=self.audience)
             counts = outbox.counts(conn, digest_id)
         if report.released_in_flight:
             log.warning(
@@ -279,6 +288,7 @@ class DeliveryEngine:
                                 now=max(now, self._due_horizon),
                                 after_id=cursor,
                                 limit=FETCH_BATCH,
+                                audience=self.audience,
                             )
                             if not rows:
                                 exhausted = True
@@ -369,12 +379,16 @@ class DeliveryEngine:
     def _wait_for_retries(self, digest_id: int) -> bool:
         """Block until the next pending row is due; False when none is left (or on stop)."""
         with self._transaction() as conn:
-            skipped = outbox.skip_inactive(conn, digest_id, now=self.clock())
+            skipped = outbox.skip_inactive(
+                conn, digest_id, now=self.clock(), audience=self.audience
+            )
             next_at = outbox.next_retry_at(conn, digest_id)
         if skipped:
             log.info("digest %s: skipped %d subscribers who left meanwhile", digest_id, skipped)
         if next_at is None:
             return False
+        if not self.wait_for_retries and next_at > self.clock():
+            return False  # the next run sends them
         wait = (next_at - self.clock()).total_seconds()
         if wait > 0:
             log.info("digest %s: waiting %.1f s for the next retry", digest_id, wait)

@@ -101,6 +101,9 @@ subscribers = Table(
     # The row id the first release put in links (revision 0002): links already delivered
     # still work, and still name the same person after an export/import. NULL for later rows.
     Column("legacy_id", Integer),
+    # Why the state is what it is, when it says more than the state (revision 0006): the SMTP
+    # reply of a hard bounce, "complaint" for an unsubscribe by a spam report.
+    Column("state_reason", SafeText),
     Index("ix_subscribers_state_id", "state", "id"),
     Index("ix_subscribers_public_id", "public_id", unique=True),
     Index("ix_subscribers_legacy_id", "legacy_id", unique=True),
@@ -158,6 +161,9 @@ digests = Table(
     Column("state", SafeString(16), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("finished_at", UtcDateTime),
+    # What the mailing is (revision 0006): "digest", or "confirmation" (double opt-in emails,
+    # sent through the same outbox); lists of digests only show the digests.
+    Column("kind", SafeString(16), nullable=False, server_default="digest"),
 )
 
 digest_articles = Table(
@@ -184,6 +190,8 @@ deliveries = Table(
     Column("sent_at", UtcDateTime),
     UniqueConstraint("digest_id", "subscriber_id"),
     Index("ix_deliveries_digest_state_id", "digest_id", "state", "id"),
+    # One person's deliveries (revision 0006): the confirmation throttle, show and forget.
+    Index("ix_deliveries_subscriber_id", "subscriber_id"),
 )
 
 locks = Table(
@@ -221,4 +229,25 @@ used_tokens = Table(
     metadata,
     Column("token_id", SafeString(100), primary_key=True),  # replay protection for one-time links
     Column("used_at", UtcDateTime, nullable=False),
+)
+
+# Addresses that must not be made active again by an import or ``add`` (revision 0006): a
+# keyed hash of the normalized address, never the address (see subscribers/suppression.py).
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("address_hash", SafeString(64), primary_key=True),
+    Column("reason", SafeString(16), nullable=False),  # bounced, complained, forgotten
+    Column("suppressed_at", UtcDateTime, nullable=False),
+)
+
+# Sign-up requests from the public form and API, queued as they arrive (revision 0006): the
+# request only records them; the confirmation queue decides and mails (app/confirmations.py).
+signup_requests = Table(
+    "signup_requests",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("email", SafeString(320), nullable=False),  # normalized
+    Column("name", SafeString(200), nullable=False, default=""),
+    Column("requested_at", UtcDateTime, nullable=False),
 )
