@@ -85,7 +85,9 @@ def remove(state: CliState, email: str) -> None:
 )
 @pass_state
 def list_(state: CliState, only: str | None) -> None:
-    """Print every subscriber: email, state, name (tab-separated).
+    """Print every subscriber: email, state, name (tab-separated), and why, when the state
+    has a reason: the server's reply for a bounced address, "complaint" for an address
+    unsubscribed by a spam report.
 
     Control and format characters (escape sequences, bidi overrides) are shown escaped, as
     in \\x1b, never sent to the terminal.
@@ -95,8 +97,11 @@ def list_(state: CliState, only: str | None) -> None:
     count = 0
     wanted = SubscriberState(only) if only else None
     shown = subscriber_list.shown
-    for email, name, sub_state in subscriber_list.subscribers(state.context(), state=wanted):
-        click.echo(f"{shown(email)}\t{sub_state}\t{shown(name)}")
+    for email, name, sub_state, reason in subscriber_list.subscribers(
+        state.context(), state=wanted
+    ):
+        why = f"\t{shown(reason)}" if reason else ""
+        click.echo(f"{shown(email)}\t{sub_state}\t{shown(name)}{why}")
         count += 1
     click.echo(f"{count} subscribers", err=True)
 
