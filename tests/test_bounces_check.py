@@ -203,6 +203,10 @@ def test_a_digest_and_its_bounces_end_in_exactly_the_right_states(
         "ok@example.org": ("active", "Ok"),
     }
     assert re.match(r"550 5\.1\.1 <gone@example\.net>", listed(run)["gone@example.net"][2])
+    shown = run("subscribers", "show", "gone@example.net")[1]
+    assert re.search(
+        r"^bounce report: hard for mailing 1 .* \(by verp\): 550 5\.1\.1 ", shown, re.M
+    )
     assert mailbox.unprocessed() == 0
 
     # Running it again reads nothing and changes nothing.
