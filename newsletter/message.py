@@ -121,6 +121,8 @@ class PreparedMessage:
     confirmation email has ``confirm_url`` instead and is transactional: no List-Id, no
     List-Unsubscribe fields. A test copy to an address that is not on the list has neither:
     no List-Unsubscribe fields and a note instead of the unsubscribe link in its bodies.
+    ``envelope_sender`` gives each recipient's MAIL FROM (a VERP address naming the
+    delivery); without it, the From address is the envelope sender.
     """
 
     def __init__(
@@ -135,15 +137,19 @@ class PreparedMessage:
         unsubscribe_url: Callable[[Recipient], str] | None,
         confirm_url: Callable[[Recipient], str] | None = None,
         dkim_sign: Callable[[bytes], bytes] | None = None,
+        envelope_sender: Callable[[Recipient], str] | None = None,
     ) -> None:
         sender = settings.newsletter
         self.sender, self._sender_utf8 = wire_address(str(sender.from_address))
         self.domain = self.sender.rpartition("@")[2]
         self._digest_id = digest_id
         # Stable per delivery, so a retry or a rare after-crash duplicate carries the same
-        # Message-ID and mail clients collapse it; the digest's nonce (hashed, since it guards
-        # the tokens) keeps ids unique across databases.
-        self._id_salt = hashlib.sha256(tokens.nonce.encode()).hexdigest()[:12]
+        # Message-ID and mail clients collapse it. Its tag is a MAC of the delivery keyed by
+        # the digest's nonce (hashed, since it guards the tokens): unique across databases,
+        # and no recipient can work out another delivery's Message-ID from their own, so a
+        # complaint that names only a Message-ID (bounce reports) cannot be forged.
+        self._id_key = hashlib.sha256(b"message-id\0" + tokens.nonce.encode()).digest()
+        self._envelope_sender = envelope_sender
         self._unsubscribe_url = unsubscribe_url
         self._confirm_url = confirm_url
         self._mailto = None
@@ -179,7 +185,9 @@ class PreparedMessage:
         name = clean_text(recipient.name, MAX_NAME_CHARS)
         address, utf8 = wire_address(recipient.email)
         smtputf8 = utf8 or self._sender_utf8
-        message_id = f"<{self._digest_id}.{recipient.delivery_id}.{self._id_salt}@{self.domain}>"
+        delivery = str(recipient.delivery_id).encode("ascii")
+        tag = hashlib.blake2b(delivery, key=self._id_key, digest_size=8).hexdigest()
+        message_id = f"<{self._digest_id}.{recipient.delivery_id}.{tag}@{self.domain}>"
         head = [
             self._from,
             mailbox_field("To", name, address),
@@ -238,7 +246,8 @@ class PreparedMessage:
         )
         if self._dkim_sign is not None:
             data = self._dkim_sign(data)
-        return Envelope(self.sender, address, data, message_id, smtputf8)
+        sender = self.sender if self._envelope_sender is None else self._envelope_sender(recipient)
+        return Envelope(sender, address, data, message_id, smtputf8)
 
 
 def fill_tokens(text: str, tokens: TokenSet, values: Mapping[str, str], *, escape: bool) -> str:

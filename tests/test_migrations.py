@@ -200,9 +200,10 @@ def test_the_upgrade_keeps_every_row_and_gives_each_subscriber_link_ids(release_
 
     assert (result.previous, result.current) == ("0001", latest_revision())
     after = connected(release_url, table_rows)
-    # Revision 0006 adds the (empty) suppression list and sign-up queue.
-    assert set(after) == set(before) - {"schema_version"} | {"suppressions", "signup_requests"}
-    assert after["suppressions"] == after["signup_requests"] == []
+    # Revision 0006 adds the (empty) suppression list and sign-up queue, 0007 bounce reports.
+    added = {"suppressions", "signup_requests", "bounce_reports"}
+    assert set(after) == set(before) - {"schema_version"} | added
+    assert after["suppressions"] == after["signup_requests"] == after["bounce_reports"] == []
     counts = {name: len(rows) for name, rows in after.items()}
     assert counts["subscribers"] == 9 and counts["digests"] == 2 and counts["deliveries"] == 13
     # Every mailing the first release sent was a digest (revision 0006's kind comes last).

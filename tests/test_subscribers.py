@@ -56,7 +56,7 @@ def write_csv(path: Path, text: str) -> Path:
 
 
 def states(ctx: app.Context) -> dict[str, str]:
-    return {email: state for email, _, state in list_subscribers(ctx.store)}
+    return {email: state for email, _, state, _ in list_subscribers(ctx.store)}
 
 
 def set_state(ctx: app.Context, email: str, state: SubscriberState) -> None:

@@ -6,8 +6,9 @@ the next digest), ``preview``, ``send`` (sending digests), ``send_lock``, ``send
 test copy), ``resend``, ``status``, ``archive``, ``slots`` (scheduled runs), ``sources`` and
 ``explain`` (inspecting the sources), ``subscriptions`` (signing up, adding, importing),
 ``confirmations`` (the confirmation emails' queue), ``links`` (unsubscribe and confirm
-links), ``subscriber_list`` (listing, exporting, showing and forgetting people), ``database``
-(the schema revision and upgrades).
+links), ``subscriber_list`` (listing, exporting, showing and forgetting people), ``bounces``
+(VERP envelope senders, reading the bounce mailbox), ``database`` (the schema revision and
+upgrades).
 """
 
 from newsletter.app.context import Context, utc_now

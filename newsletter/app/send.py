@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from newsletter.app.bounces import envelope_sender
 from newsletter.app.context import Context
 from newsletter.app.digest import NextDigest, next_digest
 from newsletter.app.send_lock import SendLock, send_lock
@@ -65,7 +66,8 @@ def dkim_signer(ctx: Context) -> Callable[[bytes], bytes] | None:
 def prepare_message(ctx: Context, digest: digest_rows.StoredDigest) -> PreparedMessage:
     """The mailing's MIME message with holes for the personal fields (built once per send).
 
-    A confirmation email is transactional: its own confirm link, no unsubscribe link.
+    A confirmation email is transactional: its own confirm link, no unsubscribe link. With
+    ``[bounces] address`` set, each delivery's envelope sender is its VERP address.
     """
     confirmation = digest.kind is MailingKind.CONFIRMATION
     return PreparedMessage(
@@ -78,6 +80,7 @@ def prepare_message(ctx: Context, digest: digest_rows.StoredDigest) -> PreparedM
         unsubscribe_url=None if confirmation else lambda r: ctx.unsubscribe_url(r.public_id),
         confirm_url=(lambda r: ctx.confirm_url(r.public_id)) if confirmation else None,
         dkim_sign=dkim_signer(ctx),
+        envelope_sender=envelope_sender(ctx, digest.id),
     )
 
 

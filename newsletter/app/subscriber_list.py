@@ -27,8 +27,8 @@ def remove(ctx: Context, email: str) -> tuple[str, bool]:
 
 def subscribers(
     ctx: Context, *, state: SubscriberState | None = None
-) -> Iterator[tuple[str, str, str]]:
-    """``(email, name, state)`` of every subscriber (or those in ``state``), streamed."""
+) -> Iterator[tuple[str, str, str, str]]:
+    """``(email, name, state, reason)`` of every subscriber (or those in ``state``), streamed."""
     return list_subscribers(ctx.store, state=state)
 
 

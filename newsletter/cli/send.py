@@ -203,7 +203,8 @@ def preview(state: CliState, output: Path | None) -> None:
 @click.option("--limit", default=10, show_default=True, help="How many recent digests to list.")
 @pass_state
 def status(state: CliState, limit: int) -> None:
-    """List recent digests with their deliveries per state and the reasons of failures."""
+    """List recent digests: deliveries per state, reasons of failures, bounce and complaint
+    rates (hard bounces per delivery attempted, spam complaints per delivery accepted)."""
     from newsletter.app.status import digest_status
 
     rows = digest_status(state.context(), limit=limit)
@@ -219,6 +220,12 @@ def status(state: CliState, limit: int) -> None:
         )
         for reason, n in row.failures:
             click.echo(f"    {n} failed: {reason}")
+        if row.bounce_rate is not None:
+            complaints = f"{row.complaint_rate:.2%}" if row.complaint_rate is not None else "-"
+            click.echo(
+                f"    bounce rate {row.bounce_rate:.1%} ({row.hard_bounces} bounced), "
+                f"complaint rate {complaints} ({row.complaints} complaints)"
+            )
 
 
 @click.command()

@@ -85,7 +85,9 @@ def remove(state: CliState, email: str) -> None:
 )
 @pass_state
 def list_(state: CliState, only: str | None) -> None:
-    """Print every subscriber: email, state, name (tab-separated).
+    """Print every subscriber: email, state, name (tab-separated), and why, when the state
+    has a reason: the server's reply for a bounced address, "complaint" for an address
+    unsubscribed by a spam report.
 
     Control and format characters (escape sequences, bidi overrides) are shown escaped, as
     in \\x1b, never sent to the terminal.
@@ -95,8 +97,11 @@ def list_(state: CliState, only: str | None) -> None:
     count = 0
     wanted = SubscriberState(only) if only else None
     shown = subscriber_list.shown
-    for email, name, sub_state in subscriber_list.subscribers(state.context(), state=wanted):
-        click.echo(f"{shown(email)}\t{sub_state}\t{shown(name)}")
+    for email, name, sub_state, reason in subscriber_list.subscribers(
+        state.context(), state=wanted
+    ):
+        why = f"\t{shown(reason)}" if reason else ""
+        click.echo(f"{shown(email)}\t{sub_state}\t{shown(name)}{why}")
         count += 1
     click.echo(f"{count} subscribers", err=True)
 
@@ -289,7 +294,8 @@ def export(state: CliState, output: Path | None) -> None:
 @pass_state
 def show(state: CliState, email: str, as_json: bool) -> None:
     """Print everything stored about EMAIL: the subscriber row and attributes, every
-    delivery to them, queued sign-up requests and whether the address is suppressed.
+    delivery to them, bounce reports about them, queued sign-up requests and whether the
+    address is suppressed.
 
     For a request to see one's data (GDPR art. 15).
     """
@@ -312,6 +318,12 @@ def show(state: CliState, email: str, as_json: bool) -> None:
             f"delivery: {delivery['kind']} {delivery['mailing']} {delivery['state']}"
             f" {delivery['sent_at'] or delivery['updated_at']}{error}"
         )
+    for report in found["bounce_reports"]:
+        said = f": {shown(report['diagnostic'])}" if report["diagnostic"] else ""
+        click.echo(
+            f"bounce report: {report['outcome']} for mailing {report['mailing']}"
+            f" {report['processed_at']} (by {report['matched_by']}){said}"
+        )
     for request in found["signup_requests"]:
         click.echo(f"sign-up request: {request['requested_at']} name {shown(request['name'])!r}")
     if found["suppressed"]:
@@ -325,7 +337,7 @@ def show(state: CliState, email: str, as_json: bool) -> None:
 @pass_state
 def forget(state: CliState, email: str, yes: bool) -> None:
     """Delete everything stored about EMAIL (GDPR art. 17): the subscriber row, attributes,
-    delivery rows and sign-up requests.
+    delivery rows, bounce reports and sign-up requests.
 
     Only a keyed hash of the address is kept, on the suppression list, so that no import or
     add brings it back; the person can come back by signing up and confirming themselves.

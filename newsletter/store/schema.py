@@ -251,3 +251,23 @@ signup_requests = Table(
     Column("name", SafeString(200), nullable=False, default=""),
     Column("requested_at", UtcDateTime, nullable=False),
 )
+
+# Each message read from the bounce mailbox, recorded once under its mailbox key before it is
+# marked done there (revision 0007): what it meant and which delivery it named. Soft bounces
+# are counted and bounce and complaint rates computed from these rows; ``subscribers forget``
+# deletes a person's rows.
+bounce_reports = Table(
+    "bounce_reports",
+    metadata,
+    Column("message_key", SafeString(1000), primary_key=True),  # maildir:NAME, imap:FOLDER:...
+    Column("processed_at", UtcDateTime, nullable=False),
+    # hard, soft, refused, complaint, ignored, or unmatched (a report naming no delivery)
+    Column("outcome", SafeString(16), nullable=False),
+    Column("digest_id", Integer, ForeignKey("digests.id")),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id")),
+    Column("matched_by", SafeString(16)),  # verp, message-id or recipient
+    Column("status", SafeString(16)),  # the RFC 3463 code, "5.1.1"
+    Column("diagnostic", SafeText),  # the remote server's words (only for a matched report)
+    Index("ix_bounce_reports_subscriber", "subscriber_id", "outcome", "processed_at"),
+    Index("ix_bounce_reports_digest", "digest_id", "outcome"),
+)

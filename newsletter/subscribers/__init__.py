@@ -68,11 +68,12 @@ def remove_subscriber(store: Store, email: str, *, now: datetime) -> bool:
 
 def list_subscribers(
     store: Store, *, state: SubscriberState | None = None
-) -> Iterator[tuple[str, str, str]]:
-    """``(email, name, state)`` for every subscriber (or those in ``state``), streamed."""
+) -> Iterator[tuple[str, str, str, str]]:
+    """``(email, name, state, reason)`` for every subscriber (or those in ``state``),
+    streamed; the reason (a bounce's reply, ``complaint``) is ``""`` when there is none."""
     with store.atomic() as conn:
         for row in rows.iter_all(conn, state=state):
-            yield row.email, row.name, row.state
+            yield row.email, row.name, row.state, row.state_reason or ""
 
 
 __all__ = [

@@ -28,17 +28,13 @@ from datetime import datetime
 from sqlalchemy import Connection
 
 from newsletter.errors import SubscriberError
-from newsletter.models import Subscriber, SubscriberState
+from newsletter.models import HARD_BOUNCE_CODES, Subscriber, SubscriberState
 from newsletter.store import subscribers as rows
 from newsletter.subscribers.suppression import Reason, Suppressed, SuppressionList
 
 ACTIVE, PENDING = SubscriberState.ACTIVE, SubscriberState.PENDING
 UNSUBSCRIBED, BOUNCED = SubscriberState.UNSUBSCRIBED, SubscriberState.BOUNCED
 
-# Permanent replies that say the mailbox itself is gone (RFC 3463 enhanced status codes):
-# 5.1.1 bad mailbox, 5.1.10 null MX, 5.2.1 mailbox disabled. Other 5xx (policy, content,
-# our own reputation) fail the delivery but say nothing about the address.
-HARD_BOUNCE_CODES = ("5.1.1", "5.1.10", "5.2.1")
 COMPLAINT = "complaint"  # the state reason of an unsubscribe by spam report
 _MAX_REASON_CHARS = 300
 
