@@ -200,12 +200,23 @@ def test_the_upgrade_keeps_every_row_and_gives_each_subscriber_link_ids(release_
 
     assert (result.previous, result.current) == ("0001", latest_revision())
     after = connected(release_url, table_rows)
-    assert set(after) == set(before) - {"schema_version"}
+    # Revision 0006 adds the (empty) suppression list and sign-up queue, 0007 bounce reports.
+    added = {"suppressions", "signup_requests", "bounce_reports"}
+    assert set(after) == set(before) - {"schema_version"} | added
+    assert after["suppressions"] == after["signup_requests"] == after["bounce_reports"] == []
     counts = {name: len(rows) for name, rows in after.items()}
     assert counts["subscribers"] == 9 and counts["digests"] == 2 and counts["deliveries"] == 13
-    for table in after.keys() - {"subscribers", "articles", "deliveries"}:
+    # Every mailing the first release sent was a digest (revision 0006's kind comes last).
+    assert after["digests"] == [(*row, "digest") for row in before["digests"]]
+    for table in (after.keys() & before.keys()) - {
+        "subscribers",
+        "articles",
+        "digests",
+        "deliveries",
+    }:
         assert after[table] == before[table], table
-    # Deliveries keep every value; the lease columns (revision 0006) come last, empty.
+        assert after[table] == before[table], table
+    # Deliveries keep every value; the lease columns (revision 0009) come last, empty.
     assert [row[:-2] for row in after["deliveries"]] == before["deliveries"]
     assert all(row[-2:] == (None, None) for row in after["deliveries"])
     # Articles keep every value; the one Markdown file without a URL is keyed as today
@@ -221,8 +232,9 @@ def test_the_upgrade_keeps_every_row_and_gives_each_subscriber_link_ids(release_
         for row in before["articles"]
     ]
     assert [(*row[:7], json.loads(row[7])) for row in after["articles"]] == expected
-    # The first release's columns are untouched; the two new ones come last.
+    # The first release's columns are untouched; the new ones come last (no state reasons).
     assert [row[:9] for row in after["subscribers"]] == before["subscribers"]
+    assert {row[11] for row in after["subscribers"]} == {None}
     found = connected(
         release_url, lambda conn: conn.execute(select(subscribers).order_by(subscribers.c.id)).all()
     )

@@ -180,9 +180,10 @@ def test_two_workers_one_killed_mid_send_deliver_everyone_once_but_its_in_flight
     tmp_path: Path, pg_url: str
 ):
     handler = PacedHandler(delay=0.002)
-    with SmtpTestServer(handler) as server, fleet(
-        tmp_path, pg_url, server.port, 2000, smtp={"connections": 4}
-    ) as team:
+    with (
+        SmtpTestServer(handler) as server,
+        fleet(tmp_path, pg_url, server.port, 2000, smtp={"connections": 4}) as team,
+    ):
         team.queue()
         doomed, survivor = team.start("worker"), team.start("worker")
         # Both at work (each has claimed rows), and a good part of the list out.
@@ -275,9 +276,17 @@ def test_a_stalled_workers_rows_are_taken_over_once_its_lease_lapses(
     database = pg_url.rsplit("/", 1)[1]
     postgres.execute(f'ALTER DATABASE "{database}" SET idle_in_transaction_session_timeout = 1000')
     handler = PacedHandler(delay=0.003)
-    with SmtpTestServer(handler) as server, fleet(
-        tmp_path, pg_url, server.port, 300, smtp={"connections": 2}, workers={"lease_seconds": 2}
-    ) as team:
+    with (
+        SmtpTestServer(handler) as server,
+        fleet(
+            tmp_path,
+            pg_url,
+            server.port,
+            300,
+            smtp={"connections": 2},
+            workers={"lease_seconds": 2},
+        ) as team,
+    ):
         team.queue()
         stalled = team.start("worker")
         team.wait_for(lambda: len(handler.received) >= 60, "the first worker to deliver")
@@ -312,9 +321,10 @@ def test_send_now_and_a_worker_deliver_one_digest_together_without_duplicates(
     tmp_path: Path, pg_url: str
 ):
     handler = PacedHandler(delay=0.002)
-    with SmtpTestServer(handler) as server, fleet(
-        tmp_path, pg_url, server.port, 800, smtp={"connections": 4}
-    ) as team:
+    with (
+        SmtpTestServer(handler) as server,
+        fleet(tmp_path, pg_url, server.port, 800, smtp={"connections": 4}) as team,
+    ):
         digest_id = team.queue()
         worker = team.start("worker")
         team.wait_for(lambda: len(handler.received) >= 100, "the worker to start delivering")
@@ -336,13 +346,16 @@ def test_two_workers_together_keep_the_rate_limit_and_the_connection_count(
 ):
     handler = RecordingHandler(clock=time.monotonic)
     rate, count = 20.0, 70
-    with SmtpTestServer(handler) as server, fleet(
-        tmp_path,
-        pg_url,
-        server.port,
-        count,
-        smtp={"connections": 2, "max_per_second": rate, "claim_batch": 2},
-    ) as team:
+    with (
+        SmtpTestServer(handler) as server,
+        fleet(
+            tmp_path,
+            pg_url,
+            server.port,
+            count,
+            smtp={"connections": 2, "max_per_second": rate, "claim_batch": 2},
+        ) as team,
+    ):
         team.queue()
         workers = [team.start("worker"), team.start("worker")]
         team.wait_for(lambda: team.digest_state() == "sent", "the digest to be sent")

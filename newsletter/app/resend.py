@@ -11,7 +11,7 @@ from newsletter.app.send_lock import send_lock
 from newsletter.app.senders import sender_presence
 from newsletter.delivery.engine import Progress, SendReport
 from newsletter.errors import UsageError
-from newsletter.models import DigestState
+from newsletter.models import DigestState, MailingKind
 from newsletter.store import digests as digest_rows
 from newsletter.store import outbox
 
@@ -43,7 +43,7 @@ def resend_failed(
     with send_lock(ctx) as lock:
         with ctx.store.atomic() as conn:
             digest = digest_rows.get_digest(conn, digest_id)
-        if digest is None:
+        if digest is None or digest.kind is not MailingKind.DIGEST:
             raise UsageError(f"there is no digest {digest_id} (newsletter status lists them)")
         connector = checked_connector(ctx)
         try:

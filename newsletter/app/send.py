@@ -13,8 +13,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
+from newsletter.app.bounces import envelope_sender
 from newsletter.app.context import Context
 from newsletter.app.digest import NextDigest, next_digest
 from newsletter.app.send_lock import SendLock, send_lock
@@ -25,11 +27,12 @@ from newsletter.delivery.smtp import SmtpConnector
 from newsletter.errors import DeliveryPaused, SendInProgress
 from newsletter.headers import wire_address
 from newsletter.message import PreparedMessage
-from newsletter.models import DigestState, SubscriberState
+from newsletter.models import DigestState, MailingKind, SubscriberState
 from newsletter.personalization import TokenSet
 from newsletter.store import digests as digest_rows
 from newsletter.store import outbox
 from newsletter.store import subscribers as subscriber_rows
+from newsletter.subscribers import lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +72,12 @@ def dkim_signer(ctx: Context) -> Callable[[bytes], bytes] | None:
 
 
 def prepare_message(ctx: Context, digest: digest_rows.StoredDigest) -> PreparedMessage:
-    """The digest's MIME message with holes for the personal fields (built once per send)."""
+    """The mailing's MIME message with holes for the personal fields (built once per send).
+
+    A confirmation email is transactional: its own confirm link, no unsubscribe link. With
+    ``[bounces] address`` set, each delivery's envelope sender is its VERP address.
+    """
+    confirmation = digest.kind is MailingKind.CONFIRMATION
     return PreparedMessage(
         digest_id=digest.id,
         subject=digest.subject,
@@ -77,8 +85,10 @@ def prepare_message(ctx: Context, digest: digest_rows.StoredDigest) -> PreparedM
         text_body=digest.text,
         tokens=TokenSet(nonce=digest.token_nonce),
         settings=ctx.settings,
-        unsubscribe_url=lambda r: ctx.unsubscribe_url(r.public_id),
+        unsubscribe_url=None if confirmation else lambda r: ctx.unsubscribe_url(r.public_id),
+        confirm_url=(lambda r: ctx.confirm_url(r.public_id)) if confirmation else None,
         dkim_sign=dkim_signer(ctx),
+        envelope_sender=envelope_sender(ctx, digest.id),
     )
 
 
@@ -95,10 +105,11 @@ def deliver_digest(
 ) -> SendReport:
     """Run the outbox of one digest to the end (or to a stop or pause) and record its state.
 
-    ``lock``: the send lock this send holds (None for a worker where several may send);
-    ``presence``: this sender's row, for its share of the SMTP limits. Without
-    ``wait_for_retries`` it returns once nothing is due, leaving retries (and rows other
-    senders hold) to later passes.
+    Any mailing: a confirmation mailing goes to its pending subscribers. ``lock``: the send
+    lock this send holds (None for a worker where several may send); ``presence``: this
+    process's sender row, for its share of the SMTP limits (without one, the send has a row of
+    its own while it runs). Without ``wait_for_retries`` it returns once nothing is due,
+    leaving retries (and rows other senders hold) to later calls.
     """
     with ctx.store.atomic() as conn:
         digest = digest_rows.get_digest(conn, digest_id)
@@ -111,31 +122,41 @@ def deliver_digest(
                 now=ctx.clock(),
                 only_from=[DigestState.PAUSED],
             )
-    engine = DeliveryEngine(
-        ctx.store,
-        ctx.settings.smtp,
-        prepare_message(ctx, digest),
-        clock=ctx.clock,
-        stop=stop,
-        progress=progress,
-        on_batch=lock.refresh if lock is not None else None,
-        connector=connector,
-        owner=presence.owner if presence is not None else None,
-        lease_seconds=ctx.settings.workers.lease_seconds,
-        share=presence.beat if presence is not None else None,
-        wait_for_retries=wait_for_retries,
-    )
-    report = engine.run(digest_id)
+    with ExitStack() as own:
+        if presence is None:  # a sender of its own: it shares the SMTP limits all the same
+            presence = own.enter_context(sender_presence(ctx, digest.kind.value))
+        engine = DeliveryEngine(
+            ctx.store,
+            ctx.settings.smtp,
+            prepare_message(ctx, digest),
+            clock=ctx.clock,
+            stop=stop,
+            progress=progress,
+            on_batch=lock.refresh if lock is not None else None,
+            connector=connector,
+            audience=(
+                SubscriberState.PENDING
+                if digest.kind is MailingKind.CONFIRMATION
+                else SubscriberState.ACTIVE
+            ),
+            owner=presence.owner,
+            lease_seconds=ctx.settings.workers.lease_seconds,
+            share=presence.beat,
+            wait_for_retries=wait_for_retries,
+        )
+        report = engine.run(digest_id)
     decided, bounced = settle_digest(ctx, report)
     log.info(
-        "digest %s: %d sent, %d failed, %d to retry%s",
+        "%s %s: %d sent, %d failed, %d to retry%s",
+        digest.kind.value,  # "digest", or "confirmation" for confirmation emails
         digest_id,
         report.sent,
         report.failed,
         report.retried,
         " (interrupted; resumable)" if report.interrupted else "",
     )
-    if report.digest_failed and decided:  # the callers say so too: send-now exits 3
+    if report.digest_failed and decided and digest.kind is MailingKind.DIGEST:
+        # the callers say so too: send-now exits 3 with one line
         log.info(
             "digest %s reached nobody (%d failed); its articles go to the next digest",
             digest_id,
@@ -157,7 +178,9 @@ def settle_digest(ctx: Context, report: SendReport) -> tuple[bool, int]:
     decided = False
     with ctx.store.atomic() as conn:
         state = digest_rows.lock_digest_state(conn, digest_id)
-        bounced = subscriber_rows.mark_hard_bounces(conn, digest_id, now=now)
+        bounced = lifecycle.mark_hard_bounces(
+            conn, digest_id, now=now, suppressions=ctx.suppressions
+        )
         report.counts = outbox.counts(conn, digest_id)
         if report.paused_reason:
             digest_rows.set_digest_state(

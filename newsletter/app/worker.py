@@ -1,4 +1,8 @@
-"""``newsletter worker``: deliver the outboxes of unfinished digests, whoever queued them.
+"""``newsletter worker``: deliver the outboxes of unfinished mailings, whoever queued them.
+
+Confirmation emails first, as ``send-now`` and ``run`` do (:mod:`newsletter.app.confirmations`,
+under their own lock: one process at a time delivers them, another worker finds it taken and
+goes on to the digests), then the digests.
 
 A worker looks for digests that are ``sending`` and have something due (a pending row, or a
 row whose sender stopped: :func:`newsletter.store.outbox.has_due_work`) and runs the
@@ -27,12 +31,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from newsletter.app.confirmations import deliver_confirmations, work_due
 from newsletter.app.context import Context
 from newsletter.app.send import deliver_digest, dkim_signer
 from newsletter.app.send_lock import SendLock, send_lock
 from newsletter.app.senders import WORKER, SenderPresence, sender_presence, senders_share_digests
 from newsletter.delivery.engine import SendReport
-from newsletter.errors import DeliveryPaused, SendInProgress
+from newsletter.errors import DeliveryPaused, NewsletterError, SendInProgress
 from newsletter.models import DigestState
 from newsletter.store import digests as digest_rows
 from newsletter.store import outbox
@@ -50,6 +55,7 @@ class WorkerSummary:
     retried: int = 0
     taken_over: int = 0  # rows other senders left in flight (possible duplicates)
     paused: dict[int, str] = field(default_factory=dict)  # digest -> why, last pause
+    confirmations: int = 0  # confirmation emails sent
     seconds: float = 0.0
 
     def add(self, report: SendReport) -> None:
@@ -68,6 +74,8 @@ class WorkerSummary:
             f"worker stopped: {len(self.digests)} digest{plural}, {self.sent} sent, "
             f"{self.failed} failed, {self.retried} to retry in {self.seconds:.1f} s"
         )
+        if self.confirmations:
+            line += f"; {self.confirmations} confirmation emails sent"
         if self.taken_over:
             line += f"; {self.taken_over} taken over from senders that stopped"
         return line
@@ -112,6 +120,7 @@ def run_worker(ctx: Context, *, stop: threading.Event, once: bool = False) -> Wo
             _resume_paused(ctx)
         waiting = _Waiting()
         while not stop.is_set():
+            _confirmations(ctx, stop, presence, summary)
             todo = _digests_to_work_on(ctx, once=once, pauses=pauses, skip=left_paused)
             share = presence.beat()
             if todo and (share is None or share.connections > 0):
@@ -133,6 +142,19 @@ def run_worker(ctx: Context, *, stop: threading.Event, once: bool = False) -> Wo
         digest_id, reason = next(iter(summary.paused.items()))
         raise DeliveryPaused(f"digest {digest_id}: {reason}")
     return summary
+
+
+def _confirmations(
+    ctx: Context, stop: threading.Event, presence: SenderPresence, summary: WorkerSummary
+) -> None:
+    """Deliver what the confirmation queue holds; a problem there is one log line, and the
+    digests go out regardless."""
+    try:
+        if work_due(ctx):
+            run = deliver_confirmations(ctx, stop=stop, presence=presence)
+            summary.confirmations += run.sent if run is not None else 0
+    except NewsletterError as exc:
+        log.warning("confirmation emails not sent now: %s", exc)
 
 
 def _work(

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from newsletter.config import Settings
 
 log = logging.getLogger(__name__)
+STOP_GRACE_SECONDS = 5.0  # beyond the SMTP timeout, for the confirmation emails in flight
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -45,10 +46,12 @@ def serve(state: CliState, host: str | None, port: int | None) -> None:
     """Run the web app: preview the next digest, the archive, and the subscribers' pages.
 
     It listens on loopback unless told otherwise. The preview reloads by itself when a
-    template, an article or the config file changes. Ctrl-C stops it.
+    template, an article or the config file changes. It also sends the confirmation emails
+    of sign-ups, in the background. Ctrl-C stops it.
     """
     import uvicorn
 
+    from newsletter.app.confirmations import ConfirmationQueue
     from newsletter.config import is_loopback_host
     from newsletter.web import create_app
 
@@ -80,10 +83,13 @@ def serve(state: CliState, host: str | None, port: int | None) -> None:
         log_level="info" if verbose else "warning",
         access_log=verbose,
         lifespan="off",
-        # X-Forwarded-For is trusted from 127.0.0.1 only (a local reverse proxy), so the
-        # subscribe rate limit counts the real client behind such a proxy.
-        proxy_headers=True,
+        # X-Forwarded-For is read by the app, from [web] trusted_proxies only: uvicorn's
+        # default would trust it from any local process.
+        proxy_headers=False,
     )
+    # Sign-ups are queued by the requests; this thread mails them (and retries).
+    confirmations = ConfirmationQueue(state.context())
+    confirmations.start()
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again for the
     # previous handler: this one, so that stopping the server is a normal exit.
     previous = {sig: signal.signal(sig, _note_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -92,6 +98,7 @@ def serve(state: CliState, host: str | None, port: int | None) -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        confirmations.stop(timeout=settings.smtp.timeout + STOP_GRACE_SECONDS)
     click.echo("stopped")
 
 

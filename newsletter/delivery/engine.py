@@ -97,7 +97,7 @@ from newsletter.delivery.worker import (
 )
 from newsletter.errors import StoreError
 from newsletter.message import PreparedMessage
-from newsletter.models import DeliveryState, Recipient
+from newsletter.models import DeliveryState, Recipient, SubscriberState
 from newsletter.store import Store, outbox
 from newsletter.store.locks import running_owner
 from newsletter.store.outbox import Outcome
@@ -155,10 +155,12 @@ class SendReport:
 class DeliveryEngine:
     """Sends one digest's outbox. Create one per send; ``stop`` ends it after in-flight messages.
 
-    ``owner`` names this send on the rows it claims (a new one by default); ``lease_seconds``
-    is how long a claim lasts unless renewed. ``share`` is called now and then for this
-    sender's part of the SMTP limits (None: all of them). Without ``wait_for_retries`` the
-    run ends once nothing is due, leaving retries and rows other senders hold to later runs.
+    ``audience``: the state a subscriber must be in to get the message (``active`` for a
+    digest, ``pending`` for a confirmation email). ``owner`` names this send on the rows it
+    claims (a new one by default); ``lease_seconds`` is how long a claim lasts unless renewed.
+    ``share`` is called now and then for this sender's part of the SMTP limits (None: all of
+    them). Without ``wait_for_retries`` the run ends once nothing is due, leaving retries and
+    rows other senders hold to later runs.
     """
 
     def __init__(
@@ -174,12 +176,14 @@ class DeliveryEngine:
         rng: random.Random | None = None,
         connector: SmtpConnector | None = None,
         throttle: AdaptiveThrottle | None = None,
+        audience: SubscriberState = SubscriberState.ACTIVE,
         owner: str | None = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         share: Callable[[], Share | None] | None = None,
         wait_for_retries: bool = True,
     ) -> None:
         self.store = store
+        self.audience = audience
         self.leases = LeaseKeeper(owner or new_owner(), lease_seconds)
         self.owner = self.leases.owner
         self.share_source = share
@@ -287,7 +291,7 @@ class DeliveryEngine:
         now = self.clock()
         with self.store.atomic() as conn:
             released = outbox.release_in_flight(conn, digest_id, now=now)
-            skipped = outbox.skip_inactive(conn, digest_id, now=now)
+            skipped = outbox.skip_inactive(conn, digest_id, now=now, audience=self.audience)
             counts = outbox.counts(conn, digest_id)
         self._released(report, released)
         if skipped:
@@ -355,6 +359,7 @@ class DeliveryEngine:
                             lease_until=self.leases.until(now),
                             after_id=cursor,
                             limit=min(FETCH_BATCH, want - len(claimed)),
+                            audience=self.audience,
                         )
                         if not rows:
                             exhausted = True
@@ -490,7 +495,7 @@ class DeliveryEngine:
         now = self.clock()
         with self._transaction() as conn:
             released = outbox.release_in_flight(conn, digest_id, now=now)
-            skipped = outbox.skip_inactive(conn, digest_id, now=now)
+            skipped = outbox.skip_inactive(conn, digest_id, now=now, audience=self.audience)
             next_at = outbox.next_retry_at(conn, digest_id)
             elsewhere, lapse_at = outbox.in_flight_elsewhere(conn, digest_id, self.owner)
         self._released(report, released)

@@ -28,9 +28,7 @@ class Share:
         return f"{self.connections} connection{plural}, {rate} (of {self.senders} senders)"
 
 
-def share_of(
-    max_per_second: float | None, connections: int, *, rank: int, senders: int
-) -> Share:
+def share_of(max_per_second: float | None, connections: int, *, rank: int, senders: int) -> Share:
     """The share of the sender at ``rank`` (0-based) among ``senders`` live senders."""
     if senders < 1 or not 0 <= rank < senders:
         raise ValueError(f"rank {rank} is not among {senders} senders")

@@ -143,9 +143,7 @@ def sender_heartbeat(conn: Connection, name: str, *, now: datetime, ttl: timedel
     """Renew this sender's row; False if it is gone (it lapsed and was cleared)."""
     return (
         conn.execute(
-            update(locks)
-            .where(locks.c.name == name)
-            .values(acquired_at=now, expires_at=now + ttl)
+            update(locks).where(locks.c.name == name).values(acquired_at=now, expires_at=now + ttl)
         ).rowcount
         == 1
     )

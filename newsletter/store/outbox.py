@@ -157,9 +157,24 @@ def requeue_failed(conn: Connection, digest_id: int, *, now: datetime) -> int:
     ).rowcount
 
 
-def skip_inactive(conn: Connection, digest_id: int, *, now: datetime) -> int:
-    """Pending rows whose subscriber left (unsubscribed, bounced) since the outbox was made."""
-    inactive = select(subscribers.c.id).where(subscribers.c.state != SubscriberState.ACTIVE.value)
+_SKIPPED = {
+    SubscriberState.ACTIVE: "skipped: the subscriber left before this digest reached them",
+    SubscriberState.PENDING: (
+        "skipped: the address was confirmed or left before this confirmation email reached it"
+    ),
+}
+
+
+def skip_inactive(
+    conn: Connection,
+    digest_id: int,
+    *,
+    now: datetime,
+    audience: SubscriberState = SubscriberState.ACTIVE,
+) -> int:
+    """Pending rows whose subscriber is no longer in the ``audience`` state (left, or for a
+    confirmation email: confirmed or left) since the outbox was made."""
+    inactive = select(subscribers.c.id).where(subscribers.c.state != audience.value)
     return conn.execute(
         update(deliveries)
         .where(
@@ -169,7 +184,7 @@ def skip_inactive(conn: Connection, digest_id: int, *, now: datetime) -> int:
         )
         .values(
             state=DeliveryState.FAILED.value,
-            last_error="skipped: the subscriber left before this digest reached them",
+            last_error=_SKIPPED[audience],
             updated_at=now,
         )
     ).rowcount
@@ -182,9 +197,11 @@ def fetch_due(
     now: datetime,
     after_id: int,
     limit: int,
+    audience: SubscriberState = SubscriberState.ACTIVE,
     lock: bool = False,
 ) -> list[Recipient]:
-    """Pending rows due now with id > ``after_id`` whose subscriber is active, in id order.
+    """Pending rows due now with id > ``after_id`` whose subscriber is in the ``audience``
+    state (active; pending for a confirmation email), in id order.
 
     Rows of subscribers who left stay pending here; ``skip_inactive`` settles them. With
     ``lock``, the rows are locked until the transaction ends and rows another transaction
@@ -206,7 +223,7 @@ def fetch_due(
             deliveries.c.state == DeliveryState.PENDING.value,
             deliveries.c.id > after_id,
             (deliveries.c.next_attempt_at.is_(None)) | (deliveries.c.next_attempt_at <= now),
-            subscribers.c.state == SubscriberState.ACTIVE.value,
+            subscribers.c.state == audience.value,
         )
         .order_by(deliveries.c.id)
         .limit(limit)
@@ -312,8 +329,7 @@ def claim(
     ids this call claimed (others may have raced us for the rest)."""
     params = {"b_now": now, "b_owner": owner, "b_until": lease_until}
     moved = sum(
-        conn.execute(_CLAIM, {"b_ids": chunk, **params}).rowcount
-        for chunk in _chunks(delivery_ids)
+        conn.execute(_CLAIM, {"b_ids": chunk, **params}).rowcount for chunk in _chunks(delivery_ids)
     )
     if moved == len(delivery_ids):  # the usual case: the rows were locked or ours alone
         return set(delivery_ids)
@@ -333,18 +349,23 @@ def claim_due(
     after_id: int,
     limit: int,
     due_by: datetime | None = None,
+    audience: SubscriberState = SubscriberState.ACTIVE,
 ) -> list[Recipient]:
     """Claim up to ``limit`` rows due by ``due_by`` (default ``now``) with id > ``after_id``
     (``fetch_due``, locked, then ``claim``): rows another sender is claiming at the same
     moment are skipped, not waited for. Returns the claimed rows in id order."""
     due = fetch_due(
-        conn, digest_id, now=due_by or now, after_id=after_id, limit=limit, lock=True
+        conn,
+        digest_id,
+        now=due_by or now,
+        after_id=after_id,
+        limit=limit,
+        audience=audience,
+        lock=True,
     )
     if not due:
         return []
-    taken = claim(
-        conn, [r.delivery_id for r in due], now=now, owner=owner, lease_until=lease_until
-    )
+    taken = claim(conn, [r.delivery_id for r in due], now=now, owner=owner, lease_until=lease_until)
     return due if len(taken) == len(due) else [r for r in due if r.delivery_id in taken]
 
 
@@ -368,9 +389,7 @@ class Outcome(NamedTuple):
     next_attempt_at: datetime | None = None
 
 
-def record(
-    conn: Connection, outcomes: Sequence[Outcome], *, now: datetime, owner: str
-) -> None:
+def record(conn: Connection, outcomes: Sequence[Outcome], *, now: datetime, owner: str) -> None:
     """Write many outcomes: executemany for the per-row values, one UPDATE for the shared ones.
 
     Successes (nearly all rows) carry only id, attempts and Message-ID per row; their

@@ -1,7 +1,7 @@
 """Delivery leases: who claimed a row in sending, and until when.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0009
+Revises: 0007
 
 Several senders (``newsletter worker`` processes, ``send-now``) can share one digest's
 outbox. A row moved to ``sending`` names its sender (``lease_owner``, ``host:pid:tag``) and
@@ -17,8 +17,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0009"
+down_revision = "0007"  # 0008 (admin) is re-chained before this at merge
 branch_labels = None
 depends_on = None
 
