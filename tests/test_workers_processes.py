@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -28,7 +29,7 @@ from aiosmtpd.smtp import Envelope, Session
 from sqlalchemy import select
 
 from newsletter import app
-from newsletter.app import Context
+from newsletter.app import Context, subscriptions
 from newsletter.config import load_settings
 from newsletter.models import SubscriberState
 from newsletter.store import subscribers as subscriber_rows
@@ -50,6 +51,19 @@ class PacedHandler(RecordingHandler):
     async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
         if self.delay:
             await asyncio.sleep(self.delay)
+        return await super().handle_DATA(server, session, envelope)
+
+
+@dataclass
+class GatedHandler(RecordingHandler):
+    """Holds every message until ``gate`` is set; ``held`` says one is waiting."""
+
+    gate: threading.Event = field(default_factory=threading.Event)
+    held: threading.Event = field(default_factory=threading.Event)
+
+    async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
+        self.held.set()
+        await asyncio.get_running_loop().run_in_executor(None, self.gate.wait, DEADLINE)
         return await super().handle_DATA(server, session, envelope)
 
 
@@ -374,12 +388,12 @@ def test_two_workers_together_keep_the_rate_limit_and_the_connection_count(
 
 
 def test_on_sqlite_one_sender_delivers_at_a_time_and_the_others_say_so(tmp_path: Path):
-    handler = PacedHandler(delay=0.004)
+    handler = GatedHandler()  # the first worker's first message waits until the others asked
     store = f"sqlite:///{tmp_path / 'newsletter.db'}"
     with SmtpTestServer(handler) as server, fleet(tmp_path, store, server.port, 200) as team:
         team.queue()
         first = team.start("worker")
-        team.wait_for(lambda: len(handler.received) >= 20, "the first worker to deliver")
+        team.wait_for(handler.held.is_set, "the first worker to be sending")
         second = team.start("worker")
         sender = team.start("send-now")
         send_code = sender.wait(timeout=DEADLINE)
@@ -387,6 +401,7 @@ def test_on_sqlite_one_sender_delivers_at_a_time_and_the_others_say_so(tmp_path:
             lambda: "waiting: another send is running on this database" in team.log(second),
             "the second worker to wait",
         )
+        handler.gate.set()
         team.wait_for(lambda: team.digest_state() == "sent", "the digest to be sent")
         codes = [team.finish(first), team.finish(second)]
         rows = team.rows()
@@ -397,4 +412,33 @@ def test_on_sqlite_one_sender_delivers_at_a_time_and_the_others_say_so(tmp_path:
     assert send_log[-1].startswith("error: another send is running on this database (")
     assert Counter(handler.recipients()) == Counter(team.emails)
     assert set(owners_pids(rows, "sent")) == {str(first.pid)}  # one sender at a time
-    assert "waiting: another send is running" in team.log(second)
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_a_worker_delivers_confirmation_emails_too_under_their_own_lock(
+    tmp_path: Path, store: str, request: pytest.FixtureRequest
+):
+    url = (
+        f"sqlite:///{tmp_path / 'newsletter.db'}"
+        if store == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    handler = RecordingHandler()
+    with SmtpTestServer(handler) as server, fleet(tmp_path, url, server.port, 3) as team:
+        signups = ["ada@example.org", "bob@example.org"]
+        for address in signups:
+            subscriptions.record_signup(team.ctx, address)
+        team.queue()  # and a digest for the three active readers
+        worker = team.start("worker", "--once")
+        code = worker.wait(timeout=DEADLINE)
+        worker_log = team.log(worker)
+
+    assert code == 0, worker_log
+    assert Counter(handler.recipients()) == Counter(team.emails + signups)  # each once
+    confirmations = [r for r in handler.received if r.rcpt_tos[0] in signups]
+    assert len(confirmations) == 2  # transactional: no list fields, unlike the digest's
+    assert all(r.parse()["List-Unsubscribe"] is None for r in confirmations)
+    with team.ctx.store.atomic() as conn:
+        kinds = dict(conn.execute(select(digests.c.kind, digests.c.state)).all())
+    assert kinds == {"confirmation": "sent", "digest": "sent"}
+    assert "2 confirmation emails sent" in worker_log
