@@ -30,8 +30,11 @@ from sqlalchemy import select
 
 from newsletter import app
 from newsletter.app import Context, subscriptions
+from newsletter.app.send import settle_digest
 from newsletter.config import load_settings
-from newsletter.models import SubscriberState
+from newsletter.delivery.engine import SendReport
+from newsletter.models import DeliveryState, SubscriberState
+from newsletter.store import outbox
 from newsletter.store import subscribers as subscriber_rows
 from newsletter.store.schema import deliveries, digests, subscribers
 from tests.conftest import REPO, write_config
@@ -442,3 +445,70 @@ def test_a_worker_delivers_confirmation_emails_too_under_their_own_lock(
         kinds = dict(conn.execute(select(digests.c.kind, digests.c.state)).all())
     assert kinds == {"confirmation": "sent", "digest": "sent"}
     assert "2 confirmation emails sent" in worker_log
+
+
+HARD_BOUNCE_REPLY = "550 5.1.1 <gone@example.org>: user unknown"
+
+
+@pytest.mark.parametrize("senders", [2, 6])
+def test_senders_finishing_together_decide_the_digest_and_its_bounces_once(
+    tmp_path: Path, pg_url: str, senders: int
+):
+    # On SQLite one sender at a time finishes a digest (the send lock): PostgreSQL only.
+    with fleet(tmp_path, pg_url, 2525, 0) as team:  # nothing is sent: no server
+        _race_to_settle(team.ctx, senders)
+
+
+def _race_to_settle(ctx: Context, senders: int) -> None:
+    now = ctx.clock()
+    with ctx.store.atomic() as conn:
+        subscriber_rows.insert_many(
+            conn,
+            [("ada@example.org", "", {}), ("gone@example.org", "", {})],
+            state=SubscriberState.ACTIVE,
+            now=now,
+        )
+    digest_id = app.send_now(ctx, queue=True).digest_id
+    assert digest_id is not None
+    with ctx.store.atomic() as conn:
+        ids = dict(
+            conn.execute(
+                select(subscribers.c.email, deliveries.c.id).join(
+                    deliveries, deliveries.c.subscriber_id == subscribers.c.id
+                )
+            ).all()
+        )
+        outbox.claim(conn, list(ids.values()), now=now, owner="me", lease_until=now)
+        outbox.record(
+            conn,
+            [
+                outbox.Outcome(ids["ada@example.org"], DeliveryState.SENT, 1, message_id="<a@x>"),
+                outbox.Outcome(
+                    ids["gone@example.org"], DeliveryState.FAILED, 1, error=HARD_BOUNCE_REPLY
+                ),
+            ],
+            now=now,
+            owner="me",
+        )
+    start = threading.Barrier(senders)
+    results: list[tuple[bool, int]] = []
+
+    def finish() -> None:
+        start.wait(timeout=30)
+        results.append(settle_digest(ctx, SendReport(digest_id)))
+
+    threads = [threading.Thread(target=finish) for _ in range(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert len(results) == senders
+    assert sorted(decided for decided, _ in results) == [False] * (senders - 1) + [True]
+    assert sum(bounced for _, bounced in results) == 1
+    with ctx.store.atomic() as conn:
+        assert conn.execute(select(digests.c.state)).scalar_one() == "sent"
+        bounced = conn.execute(
+            select(subscribers.c.email).where(subscribers.c.state == "bounced")
+        ).scalars()
+        assert list(bounced) == ["gone@example.org"]

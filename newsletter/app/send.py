@@ -190,7 +190,9 @@ def settle_digest(ctx: Context, report: SendReport) -> tuple[bool, int]:
             # Nobody received it: failed, and its articles are free for the next digest.
             failed = not report.counts.get("sent")
             new_state = DigestState.FAILED if failed else DigestState.SENT
-            decided = digest_rows.set_digest_state(conn, digest_id, new_state, now=now)
+            decided = digest_rows.set_digest_state(
+                conn, digest_id, new_state, now=now, only_from=[state]
+            )
             state = new_state
     report.digest_failed = report.finished and state is DigestState.FAILED
     return decided, bounced
