@@ -35,7 +35,13 @@ from newsletter.app.confirmations import deliver_confirmations, work_due
 from newsletter.app.context import Context
 from newsletter.app.send import deliver_digest, dkim_signer
 from newsletter.app.send_lock import SendLock, send_lock
-from newsletter.app.senders import WORKER, SenderPresence, sender_presence, senders_share_digests
+from newsletter.app.senders import (
+    SETTLE_POLL_SECONDS,
+    WORKER,
+    SenderPresence,
+    sender_presence,
+    senders_share_digests,
+)
 from newsletter.delivery.engine import SendReport
 from newsletter.errors import DeliveryPaused, NewsletterError, SendInProgress
 from newsletter.models import DigestState
@@ -135,6 +141,10 @@ def run_worker(ctx: Context, *, stop: threading.Event, once: bool = False) -> Wo
                     continue
             elif once and not todo:
                 break
+            elif todo:  # work, but no connection of ours yet (joining, or more workers than
+                # connections): look again soon rather than after a whole poll
+                _idle(stop, presence, min(settings.poll_seconds, SETTLE_POLL_SECONDS))
+                continue
             _idle(stop, presence, settings.poll_seconds)
     summary.seconds = time.monotonic() - started
     log.info("%s", summary.describe())

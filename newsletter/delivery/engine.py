@@ -54,7 +54,7 @@ and ``max_per_second``, so that all of them together stay within the configured 
 nothing is left to claim, an engine that ``wait_for_retries`` waits for the retries and for
 the rows other senders hold (until they are recorded, or their lease lapses and it takes them
 over); one that does not returns, leaving both to later passes. An engine that finds its
-digest paused by another sender stops like a paused one.
+digest paused (or finished) by another sender stops like a paused one.
 
 Throttling
 ----------
@@ -190,6 +190,7 @@ class DeliveryEngine:
         self.wait_for_retries = wait_for_retries
         self._share: Share | None = None
         self._no_share = False  # more senders than connections, and none is ours: wait
+        self._sharing = False  # the throttle's ceilings are being set to this sender's share
         self.smtp = smtp
         self.message = message
         self.clock = clock
@@ -243,7 +244,8 @@ class DeliveryEngine:
     def _throttle_changed(self, change: ThrottleChange) -> None:
         """One log line per change; the gate follows the connection limit."""
         self.gate.set_allowed(0 if self._no_share else change.after.connections)
-        level = logging.WARNING if change.slower else logging.INFO
+        # Slower because another sender took its share is no trouble; a server's reply is.
+        level = logging.WARNING if change.slower and not self._sharing else logging.INFO
         log.log(level, "digest %s: %s", self._digest_id, change.describe())
 
     def _follow_share(self) -> None:
@@ -271,12 +273,16 @@ class DeliveryEngine:
         connections = self.smtp.connections if share is None else share.connections
         self.max_claimed = 2 * connections * self.smtp.claim_batch  # the bound, for our share
         senders = 1 if share is None else share.senders
-        self.throttle.set_ceiling(
-            per_second,
-            connections,
-            f"{senders} sender{'s' if senders > 1 else ''} share [smtp] connections and "
-            "max_per_second",
-        )
+        self._sharing = True
+        try:
+            self.throttle.set_ceiling(
+                per_second,
+                connections,
+                f"{senders} sender{'s' if senders > 1 else ''} share [smtp] connections and "
+                "max_per_second",
+            )
+        finally:
+            self._sharing = False
         self.gate.set_allowed(self.throttle.limits().connections)
 
     # -- coordinator ----------------------------------------------------------------------
@@ -416,7 +422,8 @@ class DeliveryEngine:
     def _leave_paused_digest(self, digest_id: int) -> None:
         if not self.halt.is_set():
             log.info(
-                "digest %s is no longer sending (paused by another sender); leaving it", digest_id
+                "digest %s is no longer sending (another sender paused or finished it); leaving it",
+                digest_id,
             )
             self.halt.set()
 
