@@ -200,11 +200,16 @@ def test_the_upgrade_keeps_every_row_and_gives_each_subscriber_link_ids(release_
 
     assert (result.previous, result.current) == ("0001", latest_revision())
     after = connected(release_url, table_rows)
-    assert set(after) == set(before) - {"schema_version"}
+    admin_tables = {"admin_users", "admin_sessions", "login_failures"}  # revision 0006, empty
+    assert set(after) == set(before) - {"schema_version"} | admin_tables
     counts = {name: len(rows) for name, rows in after.items()}
     assert counts["subscribers"] == 9 and counts["digests"] == 2 and counts["deliveries"] == 13
-    for table in after.keys() - {"subscribers", "articles"}:
+    assert all(counts[table] == 0 for table in admin_tables)
+    for table in before.keys() - {"subscribers", "articles", "digests", "schema_version"}:
         assert after[table] == before[table], table
+    # Digests keep every value; the archive key (revision 0006) comes last, empty.
+    assert [row[:-1] for row in after["digests"]] == before["digests"]
+    assert all(row[-1] is None for row in after["digests"])
     # Articles keep every value; the one Markdown file without a URL is keyed as today
     # (revision 0005), in its column and in its stored copy.
     renamed = {"file:008_observatory-open-night": "md:008_observatory-open-night"}

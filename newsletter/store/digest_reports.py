@@ -1,0 +1,86 @@
+"""Read-only views of digests for the operator: their articles, failed deliveries, bounces."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, func, or_, select
+
+from newsletter.models import DeliveryState
+from newsletter.store.schema import articles, deliveries, digest_articles, subscribers
+from newsletter.store.subscribers import HARD_BOUNCE_CODES
+
+
+@dataclass(frozen=True)
+class CarriedArticle:
+    title: str
+    url: str | None
+    published: datetime
+
+
+def digest_articles_of(conn: Connection, digest_id: int) -> list[CarriedArticle]:
+    """The articles a digest carries, in their order in it."""
+    rows = conn.execute(
+        select(articles.c.title, articles.c.url, articles.c.published)
+        .join(digest_articles, digest_articles.c.article_id == articles.c.id)
+        .where(digest_articles.c.digest_id == digest_id)
+        .order_by(digest_articles.c.position)
+    )
+    return [CarriedArticle(r.title, r.url, r.published) for r in rows]
+
+
+@dataclass(frozen=True)
+class FailedDelivery:
+    id: int
+    email: str
+    reply: str
+    attempts: int
+    updated_at: datetime
+
+
+def failed_deliveries(
+    conn: Connection, digest_id: int, *, after_id: int = 0, limit: int = 50
+) -> list[FailedDelivery]:
+    """The failed deliveries of a digest with the SMTP reply, by delivery id after ``after_id``."""
+    rows = conn.execute(
+        select(
+            deliveries.c.id,
+            subscribers.c.email,
+            deliveries.c.last_error,
+            deliveries.c.attempts,
+            deliveries.c.updated_at,
+        )
+        .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+        .where(
+            deliveries.c.digest_id == digest_id,
+            deliveries.c.state == DeliveryState.FAILED.value,
+            deliveries.c.id > after_id,
+        )
+        .order_by(deliveries.c.id)
+        .limit(limit)
+    )
+    return [
+        FailedDelivery(r.id, r.email, r.last_error or "unknown", r.attempts, r.updated_at)
+        for r in rows
+    ]
+
+
+def hard_bounces(conn: Connection, digest_ids: Sequence[int]) -> dict[int, int]:
+    """Per digest, its deliveries refused at SMTP time because the mailbox does not exist."""
+    counts = dict.fromkeys(digest_ids, 0)
+    if not digest_ids:
+        return counts
+    rows = conn.execute(
+        select(deliveries.c.digest_id, func.count())
+        .where(
+            deliveries.c.digest_id.in_(digest_ids),
+            deliveries.c.state == DeliveryState.FAILED.value,
+            or_(*(deliveries.c.last_error.like(f"5__ {code} %") for code in HARD_BOUNCE_CODES)),
+        )
+        .group_by(deliveries.c.digest_id)
+    )
+    for digest_id, count in rows:
+        counts[digest_id] = count
+    return counts
