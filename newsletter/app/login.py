@@ -102,9 +102,7 @@ def log_in(
             device = f"{user.name}:{secrets.token_urlsafe(12)}"
             return LoginResult(user, device_cookie=_signed(ctx, b"device", device))
         for key in keys:
-            failures = user_rows.count_failure(
-                conn, key, now=now, forget_before=now - FORGET_AFTER
-            )
+            failures = user_rows.count_failure(conn, key, now=now, forget_before=now - FORGET_AFTER)
             user_rows.block_until(conn, key, now + delay_after(failures))
     return LoginResult()
 
