@@ -161,9 +161,11 @@ class Auth:
     async def login_submit(self, request: Request) -> Response:
         fields = await form_fields(request)
         name = fields.get("username", "").strip()
-        again = {"name": name, "next_page": fields.get("next")}
+        next_page = fields.get("next")
         if not same_token(fields.get(CSRF_FIELD), request.cookies.get(LOGIN_COOKIE)):
-            return self._login_form(request, status=403, error=FORM_EXPIRED, **again)
+            return self._login_form(
+                request, status=403, error=FORM_EXPIRED, name=name, next_page=next_page
+            )
         result = await run_in_threadpool(
             login.log_in,
             self.ctx,
@@ -176,11 +178,15 @@ class Auth:
             log.warning("login: delayed for %r from %s", name, client_address(request))
             request.scope["retry_after"] = result.wait_seconds
             error = f"Too many failed attempts: try again in {result.wait_seconds} seconds."
-            return self._login_form(request, status=429, error=error, **again)
+            return self._login_form(
+                request, status=429, error=error, name=name, next_page=next_page
+            )
         if result.user is None:
             log.warning("login: wrong name or password for %r", name)
             error = "Wrong user name or password."
-            return self._login_form(request, status=403, error=error, **again)
+            return self._login_form(
+                request, status=403, error=error, name=name, next_page=next_page
+            )
         cookie, _ = await run_in_threadpool(login.start_session, self.ctx, result.user)
         log.info("login: %s logged in", result.user.name)
         target = safe_next(fields.get("next"))
