@@ -28,6 +28,7 @@ from newsletter.store import digests as digest_rows
 MAX_DIGEST_ID = 2**31 - 1  # ids are INTEGER (32 bits on PostgreSQL): a larger one is no digest
 ARCHIVE_KEY_PATH = "/archive/d/"
 _ARCHIVE_KEY = re.compile(r"[A-Za-z0-9_-]{16}")
+UNSENT_ARCHIVE_KEY = "preview-not-sent"  # in previews and test copies: no digest has it
 
 
 def new_archive_key() -> str:

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from newsletter.app.archive import new_archive_key, view_in_browser_url
+from newsletter.app.archive import UNSENT_ARCHIVE_KEY, new_archive_key, view_in_browser_url
 from newsletter.app.context import Context
 from newsletter.errors import SourceError
 from newsletter.models import Article, RenderedDigest
@@ -158,7 +158,8 @@ def next_digest(ctx: Context, *, remember: bool = True) -> tuple[NextDigest | No
     if not selected:
         return None, gathered
     tokens = TokenSet()
-    archive_key = new_archive_key()
+    # A preview or test copy is never stored: its link names no digest, the same every time.
+    archive_key = new_archive_key() if remember else UNSENT_ARCHIVE_KEY
     rendered = render_digest(
         selected,
         settings=ctx.settings,
