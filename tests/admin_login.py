@@ -6,6 +6,9 @@ import re
 import warnings
 from typing import Protocol
 
+import pytest
+from argon2 import PasswordHasher
+
 from newsletter.app import Context, users
 from newsletter.web import create_app
 
@@ -14,6 +17,19 @@ with warnings.catch_warnings():  # starlette prefers httpx2; httpx is what is in
     from starlette.testclient import TestClient
 
 PASSWORD = "correct horse battery staple"
+# argon2id as in production, with less memory and time: the default costs ~0.25 s a hash here,
+# and most tests hash twice (the account, the login). Tests that check the real parameters
+# do not use it.
+CHEAP_ARGON2 = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+
+@pytest.fixture
+def cheap_passwords(monkeypatch: pytest.MonkeyPatch) -> PasswordHasher:
+    """Hash with ``CHEAP_ARGON2`` (still argon2id) during the test."""
+    monkeypatch.setattr(users, "password_hasher", lambda: CHEAP_ARGON2)
+    return CHEAP_ARGON2
+
+
 _TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 

@@ -23,12 +23,15 @@ from newsletter.store import users as user_rows
 from newsletter.subscribers import add_subscriber
 from newsletter.web import create_app
 from newsletter.web.auth import DEVICE_COOKIE, SESSION_COOKIE
-from tests.admin_login import PASSWORD, form_token, log_in
+from tests.admin_login import PASSWORD, cheap_passwords, form_token, log_in
 from tests.conftest import FrozenClock
 
 with warnings.catch_warnings():  # starlette prefers httpx2; httpx is what is installed
     warnings.simplefilter("ignore", UserWarning)
     from starlette.testclient import TestClient
+
+pytestmark = pytest.mark.usefixtures("cheap_passwords")
+__all__ = ["cheap_passwords"]  # the fixture, imported for this module's tests
 
 ADMIN_PAGES = [
     "/admin",
@@ -399,9 +402,12 @@ def test_any_login_form_gets_a_4xx_never_a_crash(ctx, fields):
     assert SESSION_COOKIE not in set_cookies(answer)
 
 
-def test_user_names_are_checked_and_passwords_hashed_with_argon2id(ctx):
+def test_accounts_are_hashed_with_argon2ids_default_parameters(make_context, monkeypatch):
+    monkeypatch.undo()  # the real parameters: RFC 9106's low-memory profile
+    ctx = make_context()
+    users.add_user(ctx, "ada", PASSWORD)
     with ctx.store.atomic() as conn:
         stored = user_rows.get_user(conn, "ada")
-    assert stored is not None and stored.password_hash.startswith("$argon2id$")
+    assert stored is not None and stored.password_hash.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
     assert PASSWORD not in stored.password_hash
     assert users.verify_password(ctx, "ADA", PASSWORD) is not None  # names are lowercase

@@ -20,7 +20,7 @@ from newsletter.store import digests as digest_rows
 from newsletter.subscribers import add_subscriber
 from newsletter.web import create_app
 from newsletter.web.preview import PREVIEW_VALUES, fingerprint
-from tests.admin_login import operator_client
+from tests.admin_login import cheap_passwords, operator_client
 from tests.conftest import SEEDS, FrozenClock
 from tests.smtp_servers import SmtpTestServer
 
@@ -29,6 +29,8 @@ with warnings.catch_warnings():  # starlette prefers httpx2; httpx is what is in
     from starlette.testclient import TestClient
 
 TOKEN = re.compile(r"NL[0-9a-f]{12}Q")
+pytestmark = pytest.mark.usefixtures("cheap_passwords")  # the preview needs a login
+__all__ = ["cheap_passwords"]
 
 
 @pytest.fixture

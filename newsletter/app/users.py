@@ -30,9 +30,9 @@ def password_hasher() -> PasswordHasher:
 
 
 @cache
-def _dummy_hash() -> str:
+def _dummy_hash(hasher: PasswordHasher) -> str:
     # Verified against for unknown names, so they cost the same time as known ones.
-    return password_hasher().hash("not a password: nobody has this account")
+    return hasher.hash("not a password: nobody has this account")
 
 
 def user_name(raw: str) -> str:
@@ -103,7 +103,7 @@ def verify_password(ctx: Context, name: str, password: str) -> User | None:
         password = password[:MAX_PASSWORD_CHARS]  # hashed anyway, so the time says nothing
         found = None
     try:
-        hasher.verify(found.password_hash if found else _dummy_hash(), password)
+        hasher.verify(found.password_hash if found else _dummy_hash(hasher), password)
     except (VerificationError, InvalidHashError):
         return None
     if found is None:
