@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 from argon2 import PasswordHasher
@@ -64,14 +64,14 @@ def log_in(client: _Client, name: str = "ada", password: str = PASSWORD) -> _Res
     )
 
 
-def operator_client(ctx: Context, name: str = "ada") -> TestClient:
+def operator_client(ctx: Context, name: str = "ada", **app_options: Any) -> TestClient:
     """A TestClient on ``create_app(ctx)``, logged in as a new account ``name``.
 
     Over https, as a browser behind the TLS proxy: with an https ``base_url`` the cookies are
     ``Secure`` and would not be sent back over http.
     """
     users.add_user(ctx, name, PASSWORD)
-    client = TestClient(create_app(ctx), base_url="https://testserver")
+    client = TestClient(create_app(ctx, **app_options), base_url="https://testserver")
     answer = log_in(client, name)
     assert answer.status_code == 303, answer.text
     return client
