@@ -411,3 +411,15 @@ def test_accounts_are_hashed_with_argon2ids_default_parameters(make_context, mon
     assert stored is not None and stored.password_hash.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
     assert PASSWORD not in stored.password_hash
     assert users.verify_password(ctx, "ADA", PASSWORD) is not None  # names are lowercase
+
+
+def test_old_failure_counters_are_forgotten_so_guessing_cannot_fill_the_table(ctx, clock):
+    for n in range(5):
+        attempt(ctx, f"guess{n}", "wrong password", client=f"192.0.2.{n}")
+    clock.advance(seconds=(login.FORGET_AFTER + login.MAX_DELAY).total_seconds() + 1)
+
+    attempt(ctx, "another", "wrong password", client="192.0.2.99")
+
+    with ctx.store.atomic() as conn:
+        keys = [f"user:guess{n}" for n in range(5)] + ["user:another"]
+        assert [row.key for row in user_rows.get_failures(conn, keys)] == ["user:another"]

@@ -241,8 +241,9 @@ def test_the_digest_page_shows_articles_counts_and_failures_and_retries_them(
     )
     client.app.state.retries.join(timeout=60)  # type: ignore[attr-defined]
 
-    assert retried.status_code == 200 and "queued again" in retried.text
+    assert retried.status_code == 200 and "queued again and sent" in retried.text
     after = client.get(f"/admin/digests/{summary.digest_id}").text
+    assert "The last retry queued 1 deliveries again: 1 sent, 0 failed." in after
     assert re.search(r'data-count="sent">3<', after) and 'id="no-failures"' in after
     assert sorted(smtp_server.handler.recipients()).count("bob@example.org") == 1
 

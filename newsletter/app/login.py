@@ -101,6 +101,8 @@ def log_in(
             user_rows.clear_failures(conn, keys)
             device = f"{user.name}:{secrets.token_urlsafe(12)}"
             return LoginResult(user, device_cookie=_signed(ctx, b"device", device))
+        # Names tried once leave a row each: old ones go, so guessing cannot fill the table.
+        user_rows.forget_failures_before(conn, now - FORGET_AFTER)
         for key in keys:
             failures = user_rows.count_failure(conn, key, now=now, forget_before=now - FORGET_AFTER)
             user_rows.block_until(conn, key, now + delay_after(failures))

@@ -173,3 +173,12 @@ def block_until(conn: Connection, key: str, until: datetime) -> None:
 
 def clear_failures(conn: Connection, keys: list[str]) -> None:
     conn.execute(delete(login_failures).where(login_failures.c.key.in_(keys)))
+
+
+def forget_failures_before(conn: Connection, cutoff: datetime) -> int:
+    """Drop counters whose last failure is older than ``cutoff`` and that block nobody."""
+    return conn.execute(
+        delete(login_failures).where(
+            login_failures.c.last_failure_at < cutoff, login_failures.c.blocked_until < cutoff
+        )
+    ).rowcount

@@ -31,7 +31,8 @@ NOTICES = {
     "added": "Added {email} as active.",
     "unsubscribed": "Unsubscribed {email}.",
     "already": "{email} was already unsubscribed.",
-    "retry": "The failed deliveries are queued again and being sent: reload to follow.",
+    "retry": "The failed deliveries are being queued again and sent.",
+    "retrying": "A retry of this digest is already running.",
 }
 _CHUNK = 64 * 1024
 
@@ -47,7 +48,8 @@ def _state_param(request: Request) -> SubscriberState | None:
 
 
 class Retries:
-    """``resend --failed`` runs started from the digest page, each in its own thread.
+    """``resend --failed`` runs started from the digest page, each in its own thread, and
+    what the last one of each digest came to (shown on its page; kept in memory only).
 
     The send is resumable like any other: if the server stops mid-way, the next send or
     scheduled run finishes it.
@@ -55,36 +57,56 @@ class Retries:
 
     def __init__(self, ctx: app.Context) -> None:
         self.ctx = ctx
-        self._threads: list[threading.Thread] = []
+        self._threads: dict[int, threading.Thread] = {}
+        self._outcomes: dict[int, str] = {}
+        self._lock = threading.Lock()
 
-    def start(self, digest_id: int) -> None:
-        thread = threading.Thread(
-            target=self._run, args=(digest_id,), name=f"retry-digest-{digest_id}", daemon=True
-        )
-        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+    def start(self, digest_id: int) -> bool:
+        """Start a retry of ``digest_id``; False if one is still running."""
+        with self._lock:
+            running = self._threads.get(digest_id)
+            if running is not None and running.is_alive():
+                return False
+            thread = threading.Thread(
+                target=self._run, args=(digest_id,), name=f"retry-digest-{digest_id}", daemon=True
+            )
+            self._threads[digest_id] = thread
+            self._outcomes.pop(digest_id, None)
         thread.start()
+        return True
+
+    def status(self, digest_id: int) -> str | None:
+        """ "running", or how the last retry of ``digest_id`` ended (None: none since start)."""
+        with self._lock:
+            thread = self._threads.get(digest_id)
+            if thread is not None and thread.is_alive():
+                return "The retry is running: reload to follow."
+            return self._outcomes.get(digest_id)
 
     def _run(self, digest_id: int) -> None:
         try:
             summary = admin.retry_failed(self.ctx, digest_id)
         except NewsletterError as exc:
             log.error("retry of digest %s: %s", digest_id, exc)
-            return
-        except Exception:
+            outcome = f"The last retry stopped: {exc}"
+        except Exception as exc:
             log.exception("retry of digest %s failed unexpectedly", digest_id)
-            return
-        report = summary.report
-        log.info(
-            "retry of digest %s: %d queued again, %d sent, %d failed",
-            digest_id,
-            summary.requeued,
-            report.sent if report else 0,
-            report.failed if report else 0,
-        )
+            outcome = f"The last retry stopped: {type(exc).__name__}"
+        else:
+            report = summary.report
+            outcome = (
+                f"The last retry queued {summary.requeued} deliveries again: "
+                f"{report.sent if report else 0} sent, {report.failed if report else 0} failed."
+            )
+            log.info("retry of digest %s: %s", digest_id, outcome)
+        with self._lock:
+            self._outcomes[digest_id] = outcome
 
     def join(self, timeout: float) -> None:
         """Wait for the running retries (tests, shutdown)."""
-        for thread in list(self._threads):
+        with self._lock:
+            threads = list(self._threads.values())
+        for thread in threads:
             thread.join(timeout)
 
 
@@ -198,7 +220,13 @@ def routes(
         if detail is None:
             raise HTTPException(404, f"there is no digest #{digest_id}")
         notice = NOTICES.get(request.query_params.get("notice", ""))
-        return auth.render(request, "admin_digest", detail=detail, notice=notice)
+        return auth.render(
+            request,
+            "admin_digest",
+            detail=detail,
+            notice=notice,
+            retry_status=retries.status(digest_id),
+        )
 
     async def retry(request: Request) -> Response:
         digest_id = request.path_params["digest_id"]
@@ -208,8 +236,9 @@ def routes(
         if await run_in_threadpool(admin.digest_detail, ctx, digest_id) is None:
             raise HTTPException(404, f"there is no digest #{digest_id}")
         log.info("admin: %s retries digest %s", request.scope["session"].user_name, digest_id)
-        retries.start(digest_id)
-        return RedirectResponse(f"/admin/digests/{digest_id}?notice=retry", status_code=303)
+        started = retries.start(digest_id)
+        notice = "retry" if started else "retrying"
+        return RedirectResponse(f"/admin/digests/{digest_id}?notice={notice}", status_code=303)
 
     guarded = auth.required
     return [

@@ -37,10 +37,13 @@ def _one(ctx: app.Context, digest_id: int) -> ArchivedDigest:
 def routes(ctx: app.Context, auth: Auth) -> list[Route]:
     base_url = ctx.settings.web.base_url
 
+    async def _public(request: Request) -> bool:
+        """A subscriber's view (no operator links) unless an operator is logged in."""
+        return await auth.session(request) is None
+
     async def listing(request: Request) -> Response:
         digests = await run_in_threadpool(sent_digests, ctx)
-        await auth.session(request)  # the page shows the operator's links when logged in
-        return auth.render(request, "archive", digests=digests)
+        return auth.render(request, "archive", digests=digests, public=await _public(request))
 
     async def page(request: Request) -> Response:
         archived = await run_in_threadpool(_one, ctx, request.path_params["digest_id"])
