@@ -5,7 +5,8 @@ whichever door it came through. One module per concern: ``digest`` (gathering an
 the next digest), ``preview``, ``send`` (sending digests), ``send_lock``, ``send_copy`` (a
 test copy), ``resend``, ``status``, ``archive``, ``slots`` (scheduled runs), ``sources`` and
 ``explain`` (inspecting the sources), ``subscriptions`` and ``subscriber_list``, ``database``
-(the schema revision and upgrades).
+(the schema revision and upgrades), ``users`` and ``login`` (the web app's accounts and
+sessions), ``admin`` (what the admin pages show and do).
 """
 
 from newsletter.app.context import Context, utc_now
