@@ -157,6 +157,7 @@ def test_the_session_cookie_is_not_secure_with_a_plain_http_base_url(make_contex
     assert "HttpOnly" in cookie and "Secure" not in cookie
 
 
+@pytest.mark.both_stores  # the store's queries on SQLite and PostgreSQL
 def test_a_session_expires(ctx, clock: FrozenClock):
     client = browser(ctx)
     log_in(client)
@@ -182,6 +183,7 @@ def test_logout_ends_the_session_for_every_copy_of_the_cookie(ctx):
     assert replay.get("/admin", follow_redirects=False).status_code == 303
 
 
+@pytest.mark.both_stores  # the store's queries on SQLite and PostgreSQL
 def test_removing_a_user_ends_their_sessions(ctx):
     client = browser(ctx)
     log_in(client)
@@ -288,6 +290,7 @@ def test_delays_grow_exponentially_up_to_a_cap():
     assert max(delays) == login.MAX_DELAY.total_seconds() == delays[-1]
 
 
+@pytest.mark.both_stores  # the store's queries on SQLite and PostgreSQL
 def test_repeated_wrong_passwords_are_slowed_down_then_the_right_one_works(ctx, clock):
     for _ in range(login.FREE_FAILURES):
         assert attempt(ctx, "ada", "wrong password").wait_seconds == 0
@@ -325,6 +328,7 @@ def test_the_delay_holds_per_user_across_clients_but_not_for_the_owners_browser(
     assert owner.user is not None  # the owner's browser is not locked out by the guesser
 
 
+@pytest.mark.both_stores  # the store's queries on SQLite and PostgreSQL
 def test_the_delay_survives_a_restart_and_holds_in_another_process(ctx, clock):
     for _ in range(login.FREE_FAILURES + 1):
         attempt(ctx, "ada", "wrong password")
@@ -413,6 +417,7 @@ def test_accounts_are_hashed_with_argon2ids_default_parameters(make_context, mon
     assert users.verify_password(ctx, "ADA", PASSWORD) is not None  # names are lowercase
 
 
+@pytest.mark.both_stores  # the store's queries on SQLite and PostgreSQL
 def test_old_failure_counters_are_forgotten_so_guessing_cannot_fill_the_table(ctx, clock):
     for n in range(5):
         attempt(ctx, f"guess{n}", "wrong password", client=f"192.0.2.{n}")

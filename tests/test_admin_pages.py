@@ -101,6 +101,7 @@ def test_the_dashboard_flags_feeds_without_a_recent_fetch(make_context):
 # --- subscribers -------------------------------------------------------------------------
 
 
+@pytest.mark.both_stores  # the store's queries on SQLite and PostgreSQL
 def test_keyset_pages_walk_the_whole_list_once_each_way(ctx, clock):
     emails = add_many(ctx, 120, clock)
     client = operator_client(ctx)
@@ -129,6 +130,7 @@ def test_keyset_pages_walk_the_whole_list_once_each_way(ctx, clock):
     assert back == seen[: len(back)] and len(back) == 100
 
 
+@pytest.mark.both_stores  # the store's queries on SQLite and PostgreSQL
 def test_search_by_address_or_name_and_filter_by_state(ctx, clock):
     add_subscriber(ctx.store, "ada.lovelace@example.org", "Ada Lovelace", now=clock())
     add_subscriber(ctx.store, "charles@example.org", "Charles Babbage", now=clock())
@@ -215,6 +217,7 @@ def test_export_is_the_whole_list_as_csv(ctx, clock):
 # --- one digest --------------------------------------------------------------------------
 
 
+@pytest.mark.both_stores  # the store's queries on SQLite and PostgreSQL
 def test_the_digest_page_shows_articles_counts_and_failures_and_retries_them(
     ctx, smtp_server: SmtpTestServer, clock
 ):
