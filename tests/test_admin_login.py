@@ -361,7 +361,7 @@ def test_the_login_page_says_how_long_to_wait(ctx):
     answer = log_in(client, "ada", PASSWORD)
 
     assert answer.status_code == 429 and answer.headers["retry-after"] == "1"
-    assert "Too many failed attempts: try again in 1 seconds." in answer.text
+    assert "Too many failed attempts: try again in 1 second." in answer.text
     assert SESSION_COOKIE not in set_cookies(answer)
 
 

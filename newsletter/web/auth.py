@@ -92,6 +92,8 @@ class Auth:
 
         async def guarded(request: Request) -> Response:
             if await self.session(request) is None:
+                if request.method != "GET":  # a form from an ended session: log in, start over
+                    return RedirectResponse("/login", status_code=303)
                 target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
                 return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
             return await handler(request)
@@ -177,7 +179,8 @@ class Auth:
         if result.wait_seconds:
             log.warning("login: delayed for %r from %s", name, client_address(request))
             request.scope["retry_after"] = result.wait_seconds
-            error = f"Too many failed attempts: try again in {result.wait_seconds} seconds."
+            wait = result.wait_seconds
+            error = f"Too many failed attempts: try again in {wait} second{'s' * (wait != 1)}."
             return self._login_form(
                 request, status=429, error=error, name=name, next_page=next_page
             )
