@@ -177,7 +177,7 @@ def routes(
                 error=str(exc),
                 page_url=lambda **p: subscribers_url(**p),
             )
-        log.info("admin: %s added %s", request.scope["session"].user_name, added.email)
+        log.info("admin: %s added %s", auth.user_name(request), added.email)
         url = subscribers_url(q=added.email, notice="added", email=added.email)
         return RedirectResponse(url, status_code=303)
 
@@ -191,7 +191,7 @@ def routes(
             )
         except SubscriberError as exc:
             raise HTTPException(404, str(exc)) from None
-        log.info("admin: %s unsubscribed %s", request.scope["session"].user_name, address)
+        log.info("admin: %s unsubscribed %s", auth.user_name(request), address)
         back = fields.get("back", "")
         if not back.startswith("/admin/subscribers"):
             back = subscribers_url(q=address)
@@ -235,7 +235,7 @@ def routes(
             return auth.forbidden(request)
         if await run_in_threadpool(admin.digest_detail, ctx, digest_id) is None:
             raise HTTPException(404, f"there is no digest #{digest_id}")
-        log.info("admin: %s retries digest %s", request.scope["session"].user_name, digest_id)
+        log.info("admin: %s retries digest %s", auth.user_name(request), digest_id)
         started = retries.start(digest_id)
         notice = "retry" if started else "retrying"
         return RedirectResponse(f"/admin/digests/{digest_id}?notice={notice}", status_code=303)

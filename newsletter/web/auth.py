@@ -33,6 +33,7 @@ SESSION_COOKIE = "newsletter_session"
 DEVICE_COOKIE = "newsletter_device"
 LOGIN_COOKIE = "newsletter_login"
 CSRF_FIELD = "csrf_token"
+_SCOPE_KEY = "newsletter.session"  # where a request keeps its looked-up session
 MAX_FIELD_CHARS = 1100  # a password may have 1024 characters
 # Where a login may send the browser on: our own private pages only, never another site.
 _NEXT = re.compile(r"/(admin|preview|archive)(/[A-Za-z0-9._~/%-]*)?(\?[A-Za-z0-9._~=&%+-]*)?")
@@ -79,13 +80,19 @@ class Auth:
 
     async def session(self, request: Request) -> Session | None:
         """The logged-in operator of this request, if any (looked up once per request)."""
-        if "session" not in request.scope:
+        if _SCOPE_KEY not in request.scope:
             cookie = request.cookies.get(SESSION_COOKIE)
-            request.scope["session"] = (
+            request.scope[_SCOPE_KEY] = (
                 await run_in_threadpool(login.current_session, self.ctx, cookie) if cookie else None
             )
-        found: Session | None = request.scope["session"]
+        found: Session | None = request.scope[_SCOPE_KEY]
         return found
+
+    @staticmethod
+    def user_name(request: Request) -> str:
+        """Who is logged in, on a page behind :meth:`required` (for the log)."""
+        session: Session | None = request.scope.get(_SCOPE_KEY)
+        return session.user_name if session else "nobody"
 
     def required(self, handler: Handler) -> Handler:
         """``handler`` for logged-in operators only; anyone else is sent to ``/login``."""
@@ -113,7 +120,7 @@ class Auth:
         self, request: Request, page: str, /, *, status: int = 200, **context: Any
     ) -> Response:
         """An admin page, with the session (user name, CSRF token for its forms)."""
-        session: Session | None = request.scope.get("session")
+        session: Session | None = request.scope.get(_SCOPE_KEY)
         return self.pages.render(request, page, status=status, session=session, **context)
 
     def forbidden(self, request: Request) -> Response:
@@ -139,6 +146,7 @@ class Auth:
         error: str | None = None,
         name: str = "",
         next_page: str | None = None,
+        retry_after: int = 0,
     ) -> Response:
         token = secrets.token_urlsafe(24)
         response = self.render(
@@ -151,8 +159,8 @@ class Auth:
             next=safe_next(next_page or request.query_params.get("next")),
         )
         self._set_cookie(response, LOGIN_COOKIE, token, path="/login")
-        if status == 429:
-            response.headers["Retry-After"] = str(request.scope.get("retry_after", 1))
+        if retry_after:
+            response.headers["Retry-After"] = str(retry_after)
         return response
 
     async def login_page(self, request: Request) -> Response:
@@ -178,11 +186,10 @@ class Auth:
         )
         if result.wait_seconds:
             log.warning("login: delayed for %r from %s", name, client_address(request))
-            request.scope["retry_after"] = result.wait_seconds
             wait = result.wait_seconds
             error = f"Too many failed attempts: try again in {wait} second{'s' * (wait != 1)}."
             return self._login_form(
-                request, status=429, error=error, name=name, next_page=next_page
+                request, status=429, error=error, name=name, next_page=next_page, retry_after=wait
             )
         if result.user is None:
             log.warning("login: wrong name or password for %r", name)
