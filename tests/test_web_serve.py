@@ -154,3 +154,17 @@ def test_serve_warns_when_the_default_secret_is_a_previous_one(
     assert err.splitlines()[0].startswith(
         "warning: [web] previous_secrets holds the built-in default: anyone can forge unsubscribe"
     )
+
+
+def test_the_dashboard_gets_the_next_run_of_the_configured_schedule():
+    from datetime import UTC, datetime
+
+    from newsletter.cli.serve import _next_run
+    from newsletter.config import load_settings
+
+    settings = load_settings(None, schedule={"cron": "30 6 * * 1", "timezone": "Europe/Berlin"})
+    friday = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+    found = _next_run(settings)(friday)
+
+    assert found is not None and found.astimezone(UTC) == datetime(2026, 11, 30, 5, 30, tzinfo=UTC)
