@@ -13,7 +13,7 @@ from http.cookies import SimpleCookie
 
 import pytest
 from argon2 import PasswordHasher
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from newsletter.app import Context, login, users
@@ -142,9 +142,10 @@ def test_the_session_cookie_is_signed_httponly_lax_and_secure_over_https(ctx):
     value = SimpleCookie(cookie)[SESSION_COOKIE].value
     token, _, mac = value.rpartition(".")
     forged = f"{token}.{'A' * len(mac)}"
-    intruder = browser(ctx)
-    intruder.cookies.set(SESSION_COOKIE, forged)
-    assert intruder.get("/admin", follow_redirects=False).status_code == 303
+    for bad in (forged, "\xe9t\xe9.\xe9t\xe9", "", "." * 400):
+        intruder = browser(ctx)
+        intruder.cookies.set(SESSION_COOKIE, bad)
+        assert intruder.get("/admin", follow_redirects=False).status_code == 303
     with ctx.store.atomic() as conn:  # the database keeps only the token's hash
         assert user_rows.get_session(conn, token, now=ctx.clock()) is None
 
@@ -382,6 +383,7 @@ def test_a_successful_login_gives_the_browser_a_device_cookie_for_the_login_page
     client=st.text(max_size=300),
     device=st.none() | st.text(max_size=400),
 )
+@example(name="ada", password="", client="", device="\x80.")  # a cookie not in ASCII
 def test_any_login_attempt_is_refused_cleanly(ctx, name, password, client, device):
     result = login.log_in(ctx, name, password, client=client, device_cookie=device)
     assert result.user is None

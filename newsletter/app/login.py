@@ -56,7 +56,9 @@ def _unsigned(ctx: Context, purpose: bytes, signed: str) -> str | None:
     value, _, _ = signed.rpartition(".")
     if not value or len(signed) > 300:
         return None
-    return value if hmac.compare_digest(_signed(ctx, purpose, value), signed) else None
+    expected = _signed(ctx, purpose, value).encode("utf-8", "surrogatepass")
+    given = signed.encode("utf-8", "surrogatepass")  # any text: compare_digest takes ASCII str only
+    return value if hmac.compare_digest(expected, given) else None
 
 
 def delay_after(failures: int) -> timedelta:

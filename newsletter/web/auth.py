@@ -58,7 +58,8 @@ def same_token(sent: str | None, expected: str | None) -> bool:
     """Constant-time comparison of a form's token with the expected one."""
     if not sent or not expected:
         return False
-    return hmac.compare_digest(sent.encode(), expected.encode())
+    encoded = sent.encode("utf-8", "surrogatepass")
+    return hmac.compare_digest(encoded, expected.encode("utf-8", "surrogatepass"))
 
 
 async def form_fields(request: Request) -> dict[str, str]:
