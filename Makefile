@@ -26,6 +26,7 @@ lint: $(STAMP)  ## ruff, mypy, and the layering contracts in pyproject.toml (imp
 
 bench: $(STAMP)  ## delivery throughput against smtp-sink (see README)
 	$(BIN)/python bench/delivery.py $(BENCH_ARGS)
+	$(BIN)/python bench/pipelining.py $(BENCH_RTT_ARGS)
 
 bench-startup: $(STAMP)  ## newsletter --help / --version start-up time against Python's own
 	$(BIN)/python bench/startup.py $(BENCH_ARGS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -144,6 +145,21 @@ class WebSettings(Section):
     public_archive: bool = True
     # Ignored since unsubscribe links stopped expiring; still accepted so old files load.
     token_max_age_days: int | None = Field(default=None, ge=1)
+    # Reverse proxies (IPs or CIDR networks) whose X-Forwarded-For names the real client; the
+    # header of anyone else is ignored, so it cannot dodge the per-client limits.
+    trusted_proxies: tuple[str, ...] = ()
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        for value in values:
+            try:
+                ipaddress.ip_network(value.strip(), strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{value!r} is not an IP address or network (e.g. 10.0.0.1, 10.0.0.0/8)"
+                ) from None
+        return tuple(value.strip() for value in values)
 
     @field_validator("secret")
     @classmethod
@@ -222,6 +238,54 @@ class DkimSettings(Section):
     private_key_file: Path | None = None
 
 
+_MAILBOX_FORMS = (
+    "maildir:/path/to/Maildir, imaps://user@host[:port]/FOLDER or imap://user@host/FOLDER"
+)
+# The longest bounce address local part that leaves room for a VERP token: "+", a digest id
+# of up to 7 digits, "-", and 40 base32 characters (a public id of 17 characters and a MAC).
+MAX_BOUNCE_LOCAL_CHARS = 15
+
+
+class BouncesSettings(Section):
+    """Bounces and complaints after delivery: the VERP envelope sender and its mailbox."""
+
+    address: str | None = None  # bounces@example.org: MAIL FROM becomes bounces+TOKEN@...
+    mailbox: str | None = None  # where bounces arrive; see _MAILBOX_FORMS
+    password: SecretStr | None = None  # the IMAP password; from NEWSLETTER_BOUNCES__PASSWORD
+    check_minutes: int = Field(default=30, ge=1, le=1440)
+    soft_limit: int = Field(default=3, ge=1)  # soft bounces (of as many mailings) ...
+    soft_days: int = Field(default=15, ge=1, le=365)  # ... within this many days: bounced
+
+    @field_validator("address")
+    @classmethod
+    def _verp_ready(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        local, at, domain = value.strip().rpartition("@")
+        if not at or not re.fullmatch(r"[A-Za-z0-9._-]+", local) or "." not in domain:
+            raise ValueError(
+                "must be a plain ASCII address like bounces@example.org (letters, digits, "
+                "'.', '_' or '-' before the @; the VERP token goes after a '+')"
+            )
+        if not re.fullmatch(r"[A-Za-z0-9.-]+", domain):
+            raise ValueError("the domain must be ASCII (write an international one as xn--...)")
+        if len(local) > MAX_BOUNCE_LOCAL_CHARS:
+            raise ValueError(
+                f"the part before the @ must be at most {MAX_BOUNCE_LOCAL_CHARS} characters, "
+                "so that the VERP token fits an address (e.g. bounces@example.org)"
+            )
+        return f"{local}@{domain.lower()}"
+
+    @field_validator("mailbox")
+    @classmethod
+    def _known_kind(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.strip().lower().startswith(("maildir:", "imap://", "imaps://")):
+            raise ValueError(f"expected {_MAILBOX_FORMS}")
+        return value.strip()
+
+
 class LoggingSettings(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -248,6 +312,7 @@ class Settings(BaseSettings):
     web: WebSettings = WebSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     dkim: DkimSettings = DkimSettings()
+    bounces: BouncesSettings = BouncesSettings()
     logging: LoggingSettings = LoggingSettings()
     config_path: Path | None = None
 
@@ -326,6 +391,10 @@ def _variable_behind(loc: tuple[int | str, ...]) -> str | None:
     return None
 
 
+# Keys whose values an error never repeats: secrets, and a mailbox URL that may hold one.
+_NEVER_REPEATED = ("password", "secret", "mailbox")
+
+
 def _describe_validation_error(exc: ValidationError, source: str) -> str:
     """One line naming the first bad key, where its value came from, and what is wrong."""
     error = exc.errors()[0]
@@ -341,8 +410,7 @@ def _describe_validation_error(exc: ValidationError, source: str) -> str:
         if (
             "input" in error
             and not isinstance(error["input"], dict | list)
-            and "password" not in key
-            and "secret" not in key
+            and not any(word in key for word in _NEVER_REPEATED)
         ):
             message += f" (got {error['input']!r})"
     extra = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
@@ -380,6 +448,11 @@ def _resolve_paths(settings: Settings) -> Settings:
     dkim = settings.dkim
     if dkim.private_key_file is not None:
         dkim = dkim.model_copy(update={"private_key_file": absolute(dkim.private_key_file)})
+    bounces = settings.bounces
+    mailbox = bounces.mailbox or ""
+    folder = mailbox[8:] if mailbox[:8].lower() == "maildir:" else ""
+    if folder and not folder.startswith(("/", "~")):
+        bounces = bounces.model_copy(update={"mailbox": f"maildir:{absolute(Path(folder))}"})
     store = settings.store
     prefix = "sqlite:///"
     if (
@@ -389,5 +462,11 @@ def _resolve_paths(settings: Settings) -> Settings:
     ):
         store = store.model_copy(update={"url": prefix + str(base / store.url[len(prefix) :])})
     return settings.model_copy(
-        update={"sources": sources, "digest": digest, "dkim": dkim, "store": store}
+        update={
+            "sources": sources,
+            "digest": digest,
+            "dkim": dkim,
+            "bounces": bounces,
+            "store": store,
+        }
     )

@@ -60,5 +60,17 @@ class SendInProgress(NewsletterError):
     exit_code = 4
 
 
+class MailboxError(NewsletterError):
+    """The bounce mailbox cannot be read (missing folder, server unreachable, login refused)."""
+
+    exit_code = 3
+
+
+class BounceCheckInProgress(NewsletterError):
+    """Another process is reading the bounce mailbox of this database."""
+
+    exit_code = 4
+
+
 class TokenError(NewsletterError):
     """A signed link token is malformed, tampered with, foreign or expired."""

@@ -39,6 +39,9 @@ def configure_logging(level: str = "INFO", *, stream: object = None) -> None:
     # once by the render stage, which owns premailer.)
     for noisy in ("mail.log", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # flufl.bounce logs each detector it runs at INFO and a traceback for each detector that
+    # crashes on odd input; the bounce classifier handles both, so they stay out of the log.
+    logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
 
 
 class BarProgress:

@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime
 
 from newsletter.config import Settings
 from newsletter.headers import (
@@ -115,10 +115,14 @@ def _mime_fields(boundary: str) -> list[str]:
 
 
 class PreparedMessage:
-    """A digest's MIME message with holes for the personal fields; see :meth:`personalize`.
+    """A mailing's MIME message with holes for the personal fields; see :meth:`personalize`.
 
-    ``unsubscribe_url`` None: a test copy to an address that is not on the list, which gets
+    The personal links are functions of the recipient. A digest has ``unsubscribe_url``; a
+    confirmation email has ``confirm_url`` instead and is transactional: no List-Id, no
+    List-Unsubscribe fields. A test copy to an address that is not on the list has neither:
     no List-Unsubscribe fields and a note instead of the unsubscribe link in its bodies.
+    ``envelope_sender`` gives each recipient's MAIL FROM (a VERP address naming the
+    delivery); without it, the From address is the envelope sender.
     """
 
     def __init__(
@@ -131,17 +135,23 @@ class PreparedMessage:
         tokens: TokenSet,
         settings: Settings,
         unsubscribe_url: Callable[[Recipient], str] | None,
+        confirm_url: Callable[[Recipient], str] | None = None,
         dkim_sign: Callable[[bytes], bytes] | None = None,
+        envelope_sender: Callable[[Recipient], str] | None = None,
     ) -> None:
         sender = settings.newsletter
         self.sender, self._sender_utf8 = wire_address(str(sender.from_address))
         self.domain = self.sender.rpartition("@")[2]
         self._digest_id = digest_id
         # Stable per delivery, so a retry or a rare after-crash duplicate carries the same
-        # Message-ID and mail clients collapse it; the digest's nonce (hashed, since it guards
-        # the tokens) keeps ids unique across databases.
-        self._id_salt = hashlib.sha256(tokens.nonce.encode()).hexdigest()[:12]
+        # Message-ID and mail clients collapse it. Its tag is a MAC of the delivery keyed by
+        # the digest's nonce (hashed, since it guards the tokens): unique across databases,
+        # and no recipient can work out another delivery's Message-ID from their own, so a
+        # complaint that names only a Message-ID (bounce reports) cannot be forged.
+        self._id_key = hashlib.sha256(b"message-id\0" + tokens.nonce.encode()).digest()
+        self._envelope_sender = envelope_sender
         self._unsubscribe_url = unsubscribe_url
+        self._confirm_url = confirm_url
         self._mailto = None
         if sender.unsubscribe_mailto:
             mailto, _ = wire_address(str(sender.unsubscribe_mailto))
@@ -155,6 +165,8 @@ class PreparedMessage:
         self._list_id = (
             mailbox_field("List-Id", title, list_id) if title else f"List-Id: <{list_id}>"
         ) + CRLF
+        if confirm_url is not None:  # one person's transaction, not a message of the list
+            self._list_id = ""
         tail = []
         if sender.reply_to:
             tail.append("Reply-To: " + wire_address(str(sender.reply_to))[0])
@@ -173,7 +185,9 @@ class PreparedMessage:
         name = clean_text(recipient.name, MAX_NAME_CHARS)
         address, utf8 = wire_address(recipient.email)
         smtputf8 = utf8 or self._sender_utf8
-        message_id = f"<{self._digest_id}.{recipient.delivery_id}.{self._id_salt}@{self.domain}>"
+        delivery = str(recipient.delivery_id).encode("ascii")
+        tag = hashlib.blake2b(delivery, key=self._id_key, digest_size=8).hexdigest()
+        message_id = f"<{self._digest_id}.{recipient.delivery_id}.{tag}@{self.domain}>"
         head = [
             self._from,
             mailbox_field("To", name, address),
@@ -182,21 +196,25 @@ class PreparedMessage:
             f"Date: {format_datetime(now)}{CRLF}Message-ID: {message_id}{CRLF}",
             self._list_id,
         ]
+        # Each personal link as the text part and as the HTML part show it.
+        links: dict[str, tuple[str, str]] = {}
         if self._unsubscribe_url is not None:
             unsubscribe = self._unsubscribe_url(recipient)
-            links = [f"<{ascii_url(unsubscribe)}>"]
+            fields = [f"<{ascii_url(unsubscribe)}>"]
             if self._mailto:
-                links = [links[0] + ",", self._mailto]
+                fields = [fields[0] + ",", self._mailto]
             head += [
-                tokens_field("List-Unsubscribe", links),
+                tokens_field("List-Unsubscribe", fields),
                 CRLF,
                 "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
                 CRLF,
             ]
-            text_unsubscribe = html_unsubscribe = unsubscribe
-        else:
-            text_unsubscribe = TEST_COPY_UNSUBSCRIBE_TEXT
-            html_unsubscribe = TEST_COPY_UNSUBSCRIBE_HREF
+            links["unsubscribe_url"] = (unsubscribe, unsubscribe)
+        elif self._confirm_url is None:
+            links["unsubscribe_url"] = (TEST_COPY_UNSUBSCRIBE_TEXT, TEST_COPY_UNSUBSCRIBE_HREF)
+        if self._confirm_url is not None:
+            confirm = self._confirm_url(recipient)
+            links["confirm_url"] = (confirm, confirm)
         head.append(self._head_tail)
         values = {
             "name": name or NAME_FALLBACK,
@@ -211,10 +229,11 @@ class PreparedMessage:
             k: _SOFT_BREAK + _qp(html.escape(v, quote=True)) + _SOFT_BREAK
             for k, v in values.items()
         }
-        text_values["unsubscribe_url"] = _SOFT_BREAK + _qp(text_unsubscribe) + _SOFT_BREAK
-        html_values["unsubscribe_url"] = (
-            _SOFT_BREAK + _qp(html.escape(html_unsubscribe, quote=True)) + _SOFT_BREAK
-        )
+        for field_name, (text_link, html_link) in links.items():
+            text_values[field_name] = _SOFT_BREAK + _qp(text_link) + _SOFT_BREAK
+            html_values[field_name] = (
+                _SOFT_BREAK + _qp(html.escape(html_link, quote=True)) + _SOFT_BREAK
+            )
         data = b"".join(
             (
                 "".join(head).encode("utf-8" if smtputf8 else "ascii"),
@@ -227,7 +246,8 @@ class PreparedMessage:
         )
         if self._dkim_sign is not None:
             data = self._dkim_sign(data)
-        return Envelope(self.sender, address, data, message_id, smtputf8)
+        sender = self.sender if self._envelope_sender is None else self._envelope_sender(recipient)
+        return Envelope(sender, address, data, message_id, smtputf8)
 
 
 def fill_tokens(text: str, tokens: TokenSet, values: Mapping[str, str], *, escape: bool) -> str:
@@ -238,48 +258,3 @@ def fill_tokens(text: str, tokens: TokenSet, values: Mapping[str, str], *, escap
         return html.escape(raw, quote=True) if escape else raw
 
     return tokens.pattern.sub(value, text)
-
-
-def confirmation_message(
-    settings: Settings,
-    *,
-    to: str,
-    name: str,
-    subject: str,
-    html_body: str,
-    text_body: str,
-    now: datetime,
-    dkim_sign: Callable[[bytes], bytes] | None = None,
-) -> Envelope:
-    """The double opt-in email for one address: a small text + HTML message, built whole."""
-    sender = settings.newsletter
-    from_address, sender_utf8 = wire_address(str(sender.from_address))
-    address, utf8 = wire_address(to)
-    domain = from_address.rpartition("@")[2]
-    message_id = make_msgid(domain=domain)
-    boundary = "=_nl_" + secrets.token_hex(12)
-    fields = [
-        mailbox_field("From", clean_text(sender.from_name), from_address),
-        mailbox_field("To", clean_text(name, MAX_NAME_CHARS), address),
-        text_field("Subject", clean_text(subject)),
-        f"Date: {format_datetime(now)}",
-        f"Message-ID: {message_id}",
-    ]
-    if sender.reply_to:
-        fields.append("Reply-To: " + wire_address(str(sender.reply_to))[0])
-    fields += _mime_fields(boundary)
-    text_head, html_head, tail = _multipart_heads(boundary)
-    smtputf8 = utf8 or sender_utf8
-    data = b"".join(
-        (
-            (CRLF.join(fields) + CRLF + CRLF).encode("utf-8" if smtputf8 else "ascii"),
-            text_head,
-            _qp(text_body),
-            html_head,
-            _qp(html_body),
-            tail,
-        )
-    )
-    if dkim_sign is not None:
-        data = dkim_sign(data)
-    return Envelope(from_address, address, data, message_id, smtputf8)

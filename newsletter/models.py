@@ -12,6 +12,14 @@ from datetime import datetime
 Clock = Callable[[], datetime]
 
 
+# Permanent replies that say the mailbox itself is gone (RFC 3463 enhanced status codes):
+# 5.1.1 bad mailbox, 5.1.10 null MX, 5.2.1 mailbox disabled. Other permanent refusals (policy,
+# spam filters, content, our own reputation: 5.7.x and the like) fail one delivery and say
+# nothing about the address. The one rule for a hard bounce, whether the reply comes at SMTP
+# time (subscribers.lifecycle) or later in a bounce report (bounces.classify).
+HARD_BOUNCE_CODES = ("5.1.1", "5.1.10", "5.2.1")
+
+
 class SubscriberState(enum.StrEnum):
     PENDING = "pending"  # awaiting double opt-in confirmation
     ACTIVE = "active"
@@ -31,6 +39,13 @@ class DigestState(enum.StrEnum):
     SENT = "sent"  # every delivery is sent or failed, and at least one was sent
     PAUSED = "paused"  # stopped after too many consecutive failures; resumable
     FAILED = "failed"  # finished and nobody received it; its articles go to the next digest
+
+
+class MailingKind(enum.StrEnum):
+    """What a mailing (a row of the digests table, with its outbox) is."""
+
+    DIGEST = "digest"
+    CONFIRMATION = "confirmation"  # double opt-in emails: to pending subscribers, no articles
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 # Fields every template may use on ``subscriber``; custom CSV columns are ``subscriber.attrs.X``.
 BUILTIN_FIELDS = ("name", "email", "unsubscribe_url")
+# The personal link of a confirmation email (in place of ``unsubscribe_url``).
+CONFIRM_URL_FIELD = "confirm_url"
 ATTR_PREFIX = "attr_"
 # Longest personal values a subscriber can have. Input is cut to these on the way in, and the
 # render stage sizes the digest for them, so no subscriber's copy can outgrow the size limit.
@@ -23,8 +25,8 @@ MAX_NAME_CHARS = 100
 MAX_ATTR_CHARS = 200
 MAX_EMAIL_CHARS = 254  # RFC 5321: a path is at most 256 octets including the angle brackets
 MAX_LOCAL_PART_OCTETS = 64  # RFC 5321, enforced by the address validation
-# An unsubscribe URL is ``[web] base_url`` followed by at most this many characters (the path
-# and a signed token of at most ~120 characters); the links stage keeps within it.
+# An unsubscribe (or confirm) URL is ``[web] base_url`` followed by at most this many characters
+# (the path and a signed token of at most ~120 characters); the links stage keeps within it.
 MAX_UNSUBSCRIBE_SUFFIX_CHARS = 160
 # The most bytes one character of a value can take: 4 in UTF-8, 6 once HTML-escaped
 # (' -> &#x27;, " -> &quot;).
@@ -106,7 +108,7 @@ def longest_value_bytes(field_name: str, *, base_url: str, escaped: bool) -> int
         # Only the local part can hold characters that HTML-escaping grows (' and &).
         escapable = MAX_LOCAL_PART_OCTETS if escaped else 0
         return escapable * per_char + (MAX_EMAIL_CHARS - escapable) * _MAX_CHAR_BYTES
-    if field_name == "unsubscribe_url":
+    if field_name in ("unsubscribe_url", CONFIRM_URL_FIELD):
         base = html.escape(base_url, quote=True) if escaped else base_url
         return len(base.encode("utf-8")) + MAX_UNSUBSCRIBE_SUFFIX_CHARS * per_char
     return MAX_ATTR_CHARS * per_char  # attr_<key>, and anything unknown

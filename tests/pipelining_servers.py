@@ -4,13 +4,16 @@ aiosmtpd reads pipelined commands correctly (it takes one line at a time from a 
 stream) but does not advertise PIPELINING, cannot drop a connection between the end of data
 and its reply, and hides how the commands arrived. This server is small and explicit: a
 :class:`Rule` per recipient (and ``mail_rules`` per sender) says what to answer at each
-stage; it can answer slowly, and throttle (421 "rate limit" above N messages a second on its
-own injected clock). It is strict like a careful MTA: a bare CR or LF, or a line over 998
-octets, in a command or in the data is refused. It records every accepted message, and for
-each connection the commands in the order and in the TCP reads ("turns") they arrived in,
-which shows how many round trips a client needed.
+stage (on every attempt, or only the first ``first`` times a recipient comes); it can answer
+slowly, throttle (421 "rate limit" above N messages a second on its own injected clock) and
+greet with 421 "too many connections" above N open sessions. It is strict like a careful
+MTA: a bare CR or LF, or a line over 998 octets, in a command or in the data is refused. It
+records every accepted message, and for each connection the commands in the order and in the
+TCP reads ("turns") they arrived in, which shows how many round trips a client needed.
 
-Also :class:`SmtpSink`: Postfix's ``smtp-sink`` on a free loopback port.
+Also :class:`SmtpSink`: Postfix's ``smtp-sink`` on a free loopback port, and
+:func:`advertise_pipelining`, which makes the aiosmtpd servers of :mod:`tests.smtp_servers`
+offer PIPELINING, so the delivery tests written for them run pipelined too.
 """
 
 from __future__ import annotations
@@ -24,15 +27,20 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from newsletter.inbox import free_port
+from tests.smtp_servers import RecordingHandler
 
 MAX_LINE_OCTETS = 1000  # 998 and CRLF (RFC 5321 4.5.3.1.6)
 THROTTLE_REPLY = "421 4.7.0 rate limit exceeded, try again later"
+BUSY_GREETING = "421 4.7.0 Error: too many connections from 127.0.0.1"
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 
 
@@ -58,6 +66,7 @@ class Rule:
     end: str | None = None  # reply to the end of data instead of 250
     drop_after_dot: bool = False  # keep the message, close without a reply to the dot
     end_delay: float = 0.0  # seconds before the reply to the end of data
+    first: int = 0  # only the first N times the recipient comes (RCPT TO); 0: every time
 
 
 @dataclass
@@ -66,6 +75,7 @@ class ReceivedMessage:
     recipients: list[str]
     data: bytes  # unstuffed, CRLF line ends as received
     mail_params: list[str]
+    at: float = 0.0  # when it was accepted, on the server's clock
 
 
 @dataclass
@@ -73,6 +83,9 @@ class SessionLog:
     """One connection as the server saw it."""
 
     reads: list[list[str]] = field(default_factory=list)  # command verbs per TCP read
+    opened_at: float = 0.0  # on the server's clock
+    closed_at: float | None = None
+    refused: bool = False  # greeted with 421: too many connections
 
     @property
     def turns(self) -> list[list[str]]:
@@ -96,6 +109,8 @@ class ServerOptions:
     end_without_rcpt: str = "554 5.5.1 Error: no valid recipients"
     reply_delay: float = 0.0  # seconds before every reply (a slow server)
     throttle_per_second: int | None = None  # more messages than this in a second: 421
+    max_connections: int | None = None  # more sessions open than this: a 421 greeting
+    busy_greeting: str = BUSY_GREETING
 
 
 class PipeliningServer:
@@ -108,17 +123,21 @@ class PipeliningServer:
         rules: dict[str, Rule] | None = None,
         mail_rules: dict[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_accepted: Callable[[int], None] | None = None,
     ) -> None:
         self.options = options or ServerOptions()
         self.rules: dict[str, Rule] = rules if rules is not None else {}
         self.mail_rules: dict[str, str] = mail_rules if mail_rules is not None else {}
         self.clock = clock
+        self.on_accepted = on_accepted  # called with the count after each accepted message
         self.host = "127.0.0.1"
         self.port = 0
         self.received: list[ReceivedMessage] = []
         self.sessions: list[SessionLog] = []
         self.violations: list[str] = []  # strictness refusals (bare LF/CR, long lines)
         self.accepted_at: deque[float] = deque()  # server clock, for the throttle
+        self.throttled_at: list[float] = []  # server clock, each THROTTLE_REPLY
+        self.attempts: Counter[str] = Counter()  # RCPT TO per recipient
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
@@ -154,6 +173,14 @@ class PipeliningServer:
         """Every recipient of every accepted message, in order."""
         return [r for message in self.received for r in message.recipients]
 
+    def rule_for(self, address: str) -> Rule | None:
+        """The rule for this RCPT TO, counting it as one more attempt."""
+        self.attempts[address] += 1
+        rule = self.rules.get(address)
+        if rule is None or (rule.first and self.attempts[address] > rule.first):
+            return None
+        return rule
+
 
 class _Connection(asyncio.Protocol):
     """One SMTP session: chunks from the socket go through a queue to one task, in order."""
@@ -172,6 +199,7 @@ class _Connection(asyncio.Protocol):
         self.sender: str | None = None
         self.mail_params: list[str] = []
         self.recipients: list[str] = []
+        self.rule: Rule | None = None  # the first accepted recipient's, for DATA and the end
         self.in_data = False
         self.data = bytearray()
         self.data_problem: str | None = None
@@ -180,6 +208,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self.log.opened_at = self.server.clock()
         self.server.sessions.append(self.log)
         self.server._connections.add(self)
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -193,6 +222,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.chunks.put_nowait(None)
+        if self.log.closed_at is None:
+            self.log.closed_at = self.server.clock()
         self.server._connections.discard(self)
 
     def abort(self) -> None:
@@ -203,6 +234,12 @@ class _Connection(asyncio.Protocol):
 
     # -- the session ----------------------------------------------------------------------------
     async def _run(self) -> None:
+        limit = self.server.options.max_connections
+        open_now = sum(1 for c in self.server._connections if not c.closed)  # this one included
+        if limit is not None and open_now > limit:
+            self.log.refused = True
+            await self._reply(self.server.options.busy_greeting, close=True)
+            return
         await self._reply("220 pipelining.test ESMTP ready")
         while not self.closed:
             chunk = await self.chunks.get()
@@ -237,6 +274,8 @@ class _Connection(asyncio.Protocol):
 
     def _close(self) -> None:
         self.closed = True
+        if self.log.closed_at is None:  # before the client can even see the last reply
+            self.log.closed_at = self.server.clock()
         if self.transport is not None:
             self.transport.close()
 
@@ -305,6 +344,7 @@ class _Connection(asyncio.Protocol):
             while recent and recent[0] <= now - 1.0:
                 recent.popleft()
             if len(recent) >= limit:
+                self.server.throttled_at.append(now)
                 await self._reply(THROTTLE_REPLY)
                 return
         self.sender = address
@@ -322,10 +362,12 @@ class _Connection(asyncio.Protocol):
         if not address.isascii() and "SMTPUTF8" not in self.mail_params:
             await self._reply("553 5.6.7 non-ASCII address without SMTPUTF8")
             return
-        rule = self.server.rules.get(address)
+        rule = self.server.rule_for(address)
         if rule is not None and rule.rcpt is not None:
             await self._reply(rule.rcpt)
             return
+        if not self.recipients:
+            self.rule = rule
         self.recipients.append(address)
         await self._reply("250 2.1.5 Ok")
 
@@ -336,7 +378,7 @@ class _Connection(asyncio.Protocol):
         if not self.recipients:
             reply = self.server.options.data_without_rcpt
         else:
-            rule = self.server.rules.get(self.recipients[0])
+            rule = self.rule
             reply = rule.data if rule is not None and rule.data is not None else "354 End with ."
         if reply.startswith("354"):
             self.in_data = True
@@ -353,7 +395,7 @@ class _Connection(asyncio.Protocol):
         self.data += line[1:] if line.startswith(b".") else line
 
     async def _end_of_data(self) -> None:
-        rule = self.server.rules.get(self.recipients[0]) if self.recipients else None
+        rule = self.rule
         sender, recipients, data = self.sender or "", self.recipients, bytes(self.data)
         problem, params = self.data_problem, self.mail_params
         self._reset()
@@ -366,8 +408,11 @@ class _Connection(asyncio.Protocol):
             return
         reply = rule.end if rule is not None and rule.end is not None else None
         if reply is None or reply.startswith("2") or (rule is not None and rule.drop_after_dot):
-            self.server.received.append(ReceivedMessage(sender, recipients, data, params))
-            self.server.accepted_at.append(self.server.clock())
+            now = self.server.clock()
+            self.server.received.append(ReceivedMessage(sender, recipients, data, params, now))
+            self.server.accepted_at.append(now)
+            if self.server.on_accepted is not None:
+                self.server.on_accepted(len(self.server.received))
         if rule is not None and rule.drop_after_dot:
             self._close()
             return
@@ -377,14 +422,22 @@ class _Connection(asyncio.Protocol):
 
 
 def _path(rest: str, keyword: str) -> tuple[str | None, list[str]]:
-    """``FROM:<a@b> SIZE=1`` -> ("a@b", ["SIZE=1"])."""
+    """``FROM:<a@b> SIZE=1`` -> ("a@b", ["SIZE=1"]); a quoted local part may hold '>'."""
     if not rest.upper().startswith(keyword):
         return None, []
     rest = rest[len(keyword) :].strip()
-    if not rest.startswith("<") or ">" not in rest:
+    if not rest.startswith("<"):
         return None, []
-    address, _, params = rest[1:].partition(">")
-    return address, [p.upper() for p in params.split()]
+    i, quoted = 1, False
+    while i < len(rest) and (quoted or rest[i] != ">"):
+        if quoted and rest[i] == "\\":
+            i += 1  # a quoted pair
+        elif rest[i] == '"':
+            quoted = not quoted
+        i += 1
+    if i >= len(rest):
+        return None, []
+    return rest[1:i], [p.upper() for p in rest[i + 1 :].split()]
 
 
 class SmtpSink:
@@ -438,3 +491,29 @@ class SmtpSink:
     def dumps(self) -> list[bytes]:
         """The files smtp-sink wrote, one per accepted message."""
         return [path.read_bytes() for path in sorted(self.folder.iterdir()) if path.is_file()]
+
+
+def advertise_pipelining(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every ``RecordingHandler`` (and subclass) offers PIPELINING in its EHLO reply; returns
+    the list of EHLO names it was offered to, filled as clients greet.
+
+    aiosmtpd reads pipelined commands correctly (one line at a time from a buffered stream,
+    the message content included), so its handlers' faults stay where they were: a refused
+    RCPT, a dropped connection during DATA, a slow reply.
+    """
+    offered: list[str] = []
+
+    async def handle_EHLO(
+        self: RecordingHandler,
+        server: Any,
+        session: Any,
+        envelope: Any,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname  # what aiosmtpd does itself when there is no EHLO hook
+        offered.append(hostname)
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+    monkeypatch.setattr(RecordingHandler, "handle_EHLO", handle_EHLO, raising=False)
+    return offered

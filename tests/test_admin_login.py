@@ -142,10 +142,10 @@ def test_the_session_cookie_is_signed_httponly_lax_and_secure_over_https(ctx):
     value = SimpleCookie(cookie)[SESSION_COOKIE].value
     token, _, mac = value.rpartition(".")
     forged = f"{token}.{'A' * len(mac)}"
-    for bad in (forged, "\xe9t\xe9.\xe9t\xe9", "", "." * 400):
-        intruder = browser(ctx)
-        intruder.cookies.set(SESSION_COOKIE, bad)
-        assert intruder.get("/admin", follow_redirects=False).status_code == 303
+    for bad in (forged, "\xe9t\xe9.\xe9t\xe9", "", "." * 400):  # raw bytes, not only ASCII
+        cookie = f"{SESSION_COOKIE}={bad}".encode("latin-1")
+        answer = browser(ctx).get("/admin", headers={"cookie": cookie}, follow_redirects=False)
+        assert answer.status_code == 303
     with ctx.store.atomic() as conn:  # the database keeps only the token's hash
         assert user_rows.get_session(conn, token, now=ctx.clock()) is None
 
@@ -364,6 +364,26 @@ def test_the_login_page_says_how_long_to_wait(ctx):
     assert answer.status_code == 429 and answer.headers["retry-after"] == "1"
     assert "Too many failed attempts: try again in 1 second." in answer.text
     assert SESSION_COOKIE not in set_cookies(answer)
+
+
+@pytest.mark.parametrize(
+    ("trusted", "counted"),
+    [
+        (["127.0.0.1"], "client:203.0.113.5"),  # the proxy says who the client is
+        ([], "client:127.0.0.1"),  # no trusted proxy: anyone could write the header
+    ],
+)
+def test_failed_logins_count_against_the_client_a_trusted_proxy_names(
+    make_context, trusted, counted
+):
+    ctx = make_context(web={"trusted_proxies": trusted})
+    users.add_user(ctx, "ada", PASSWORD)
+    proxy = TestClient(create_app(ctx), base_url="https://testserver", client=("127.0.0.1", 1))
+    proxy.headers["X-Forwarded-For"] = "203.0.113.5"
+    log_in(proxy, "ada", "wrong password")
+    with ctx.store.atomic() as conn:
+        keys = {row.key for row in user_rows.get_failures(conn, [counted, "client:203.0.113.5"])}
+    assert keys == {counted}
 
 
 def test_a_successful_login_gives_the_browser_a_device_cookie_for_the_login_page(ctx):

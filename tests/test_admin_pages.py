@@ -85,7 +85,8 @@ def test_the_dashboard_shows_recent_digests_deliveries_and_the_hard_bounce_rate(
     row = re.search(rf'<tr data-digest="{summary.digest_id}">(.*?)</tr>', page, re.S)
     assert row is not None
     cells = re.findall(r'<td class="num"[^>]*>([^<]*)<', row.group(1))
-    assert cells[:4] == ["2", "1", "0", "1 (33.3%)"]  # sent, failed, waiting, hard bounces
+    # sent, failed, waiting, hard bounces, complaints
+    assert cells[:5] == ["2", "1", "0", "1 (33.3%)", "0 (0.00%)"]
     assert html.escape(summary.subject) in row.group(1)
     assert 'id="next-run">Fri 27 Nov 2026, 07:00 UTC' in page
     assert re.search(r'data-state="bounced">1<', page)  # the bounced address is counted

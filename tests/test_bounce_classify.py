@@ -17,12 +17,13 @@ from hypothesis import strategies as st
 
 from newsletter.bounces.classify import BounceKind, Classification, classify
 from newsletter.bounces.verp import read_verp, verp_address, verp_key
+from newsletter.models import HARD_BOUNCE_CODES
 
 FIXTURES = Path(__file__).resolve().parent / "bounce_mail"
 FIXTURE_SECRET = "bounce-fixtures-secret-0123456789"
 KEY = verp_key(FIXTURE_SECRET)
 BOUNCE = "bounces@news.example.org"
-HARD, SOFT = BounceKind.HARD, BounceKind.SOFT
+HARD, SOFT, REFUSED = BounceKind.HARD, BounceKind.SOFT, BounceKind.REFUSED
 COMPLAINT, IGNORED = BounceKind.COMPLAINT, BounceKind.IGNORED
 
 
@@ -197,9 +198,15 @@ Diagnostic-Code: smtp; {diagnostic}
 --b0undary--
 """
 
-words = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60)
-enhanced = st.tuples(st.sampled_from("245"), st.integers(0, 7), st.integers(0, 999)).map(
-    lambda t: f"{t[0]}.{t[1]}.{t[2]}"
+# Diagnostics without digits: the Status field alone carries the code here.
+words = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60).map(
+    lambda text: re.sub(r"[0-9]", "x", text)
+)
+enhanced = st.one_of(
+    st.sampled_from([*HARD_BOUNCE_CODES, "4.2.2", "5.2.2", "5.7.1", "5.1.2", "4.7.0"]),
+    st.tuples(st.sampled_from("245"), st.integers(0, 7), st.integers(0, 999)).map(
+        lambda t: f"{t[0]}.{t[1]}.{t[2]}"
+    ),
 )
 
 
@@ -210,7 +217,7 @@ enhanced = st.tuples(st.sampled_from("245"), st.integers(0, 7), st.integers(0, 9
     digest_id=st.integers(1, 10**6),
 )
 @settings(max_examples=150, deadline=None)
-def test_hard_or_soft_follows_action_status_and_mailbox_full(
+def test_hard_soft_or_refused_follows_action_status_and_mailbox_full(
     action: str, status: str, diagnostic: str, digest_id: int
 ):
     verp = verp_address(BOUNCE, digest_id, "Sub-Key_1", key=KEY)
@@ -223,15 +230,41 @@ def test_hard_or_soft_follows_action_status_and_mailbox_full(
     full = re.search(r"mailbox (is )?full|over ?quota|quota exceeded", diagnostic, re.I)
     if action in ("delivered", "relayed", "expanded"):
         expected = IGNORED
-    elif action == "delayed" or status.startswith("4.") or status == "5.2.2" or full:
+    elif action == "delayed":
         expected = SOFT
-    else:
+    elif status in HARD_BOUNCE_CODES:  # the one rule: the mailbox is gone
         expected = HARD
+    elif status.startswith("4.") or status == "5.2.2" or full:
+        expected = SOFT
+    else:  # refused for good, but not because of the address: a policy, a spam filter
+        expected = REFUSED
     assert result.kind == expected
     assert deliveries(result) == [(digest_id, "Sub-Key_1")]
     if expected is not IGNORED:
         assert result.status == status
         assert result.recipients == ("ann@example.net",)
+
+
+@pytest.mark.parametrize(
+    ("status", "diagnostic", "expected"),
+    [
+        ("5.7.1", "550 5.7.1 Message rejected as spam by Content Filtering", "refused"),
+        ("5.7.26", "550 5.7.26 Unauthenticated email is not accepted", "refused"),
+        ("5.0.0", "550 5.1.1 <ann@example.net>: Recipient address rejected", "hard"),
+        ("5.0.0", "550 5.2.1 mailbox disabled, not accepting messages", "hard"),
+        ("5.0.0", "552 mailbox is full", "soft"),
+        ("5.1.10", "550 5.1.10 RESOLVER.ADR.RecipientNotFound", "hard"),
+    ],
+)
+def test_the_hard_bounce_rule_is_the_one_smtp_time_refusals_follow(
+    status: str, diagnostic: str, expected: str
+):
+    raw = DSN_TEMPLATE.format(
+        verp=BOUNCE, recipient="ann@example.net", action="failed", status=status,
+        diagnostic=diagnostic,
+    ).encode()  # fmt: skip
+
+    assert classify(raw).kind.value == expected
 
 
 # --- never raises, output conforms ----------------------------------------------------------

@@ -30,9 +30,18 @@ from newsletter.models import SubscriberState
 from newsletter.store import subscribers as subscriber_rows
 from newsletter.store.schema import deliveries, digests, subscribers
 from tests.conftest import write_config
+from tests.pipelining_servers import advertise_pipelining
 from tests.smtp_servers import RecordingHandler, SmtpTestServer
 
 pytestmark = pytest.mark.both_stores  # see tests/conftest.py
+
+
+@pytest.fixture(params=["plain", "pipelining"], autouse=True)
+def smtp_flavour(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs against a server without PIPELINING and one offering it."""
+    if request.param == "pipelining":
+        advertise_pipelining(monkeypatch)
+    return str(request.param)
 
 
 @dataclass

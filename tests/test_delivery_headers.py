@@ -8,6 +8,7 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 
 import dkim
+import pytest
 
 from newsletter import app
 from newsletter.app import Context
@@ -16,9 +17,18 @@ from newsletter.models import Recipient, SubscriberState
 from newsletter.personalization import TokenSet
 from newsletter.store import subscribers as subscriber_rows
 from tests import wire
+from tests.pipelining_servers import advertise_pipelining
 from tests.smtp_servers import SmtpTestServer
 
 HOSTILE = "Eve\r\nBcc: victim@example.org\nX-Injected: yes\rCc: other@example.org"
+
+
+@pytest.fixture(params=["plain", "pipelining"])
+def smtp_flavour(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Against a server without PIPELINING and one offering it."""
+    if request.param == "pipelining":
+        advertise_pipelining(monkeypatch)
+    return str(request.param)
 
 
 def header_block(data: bytes) -> list[bytes]:
@@ -38,6 +48,7 @@ def add(ctx: Context, email: str, name: str, attrs: dict[str, str] | None = None
     return found.id
 
 
+@pytest.mark.usefixtures("smtp_flavour")
 def test_every_message_carries_the_bulk_sender_headers(make_context, clock):
     with SmtpTestServer() as server:
         ctx = make_context(
@@ -80,6 +91,7 @@ def test_every_message_carries_the_bulk_sender_headers(make_context, clock):
     assert len(message_ids) == 2
 
 
+@pytest.mark.usefixtures("smtp_flavour")
 def test_dkim_signatures_verify_against_the_published_key(make_context):
     key = wire.dkim_key()
     with SmtpTestServer() as server:
@@ -114,6 +126,7 @@ def test_dkim_signatures_verify_against_the_published_key(make_context):
     assert set(asked) == {b"nltest._domainkey.news.example.org."}
 
 
+@pytest.mark.usefixtures("smtp_flavour")
 def test_subscriber_data_cannot_inject_headers_over_smtp(make_context):
     with SmtpTestServer() as server:
         ctx = make_context(smtp={"port": server.port})

@@ -7,14 +7,13 @@ possible duplicates are the rows caught in ``sending``, at most 2 * connections 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,13 +31,23 @@ from newsletter.models import Recipient, SubscriberState
 from newsletter.store import subscribers as subscriber_rows
 from newsletter.store.schema import deliveries, digests, locks, subscribers
 from newsletter.subscribers import import_csv
-from tests.conftest import REPO, write_config
+from tests.conftest import REPO, clear_newsletter_env, write_config
+from tests.pipelining_servers import advertise_pipelining
 from tests.smtp_servers import RecordingHandler, SmtpTestServer
 
 pytestmark = pytest.mark.both_stores  # see tests/conftest.py
 
 CONNECTIONS = 2
 CLAIM_BATCH = 16
+
+
+@pytest.fixture(params=["plain", "pipelining"])
+def smtp_flavour(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Against a server without PIPELINING and one offering it (the in-process tests; the
+    pipelined SIGKILL and stop are in tests/test_send_pipelining.py)."""
+    if request.param == "pipelining":
+        advertise_pipelining(monkeypatch)
+    return str(request.param)
 
 
 @dataclass
@@ -84,6 +93,65 @@ def add_readers(ctx: Context, count: int) -> list[str]:
     return emails
 
 
+def cli_setup(
+    folder: Path, port: int, count: int, *, store_url: str | None = None
+) -> tuple[Path, Context]:
+    """A config file for ``send-now`` to ``port`` and a context on its database (``store_url``,
+    else a SQLite file in ``folder``), where ``count`` readers (``reader00000@example.org``,
+    ...) were imported."""
+    config = write_config(
+        folder / "newsletter.toml",
+        store={"url": store_url or f"sqlite:///{folder / 'newsletter.db'}"},
+        smtp={
+            "port": port,
+            "connections": CONNECTIONS,
+            "claim_batch": CLAIM_BATCH,
+            "retry_base_seconds": 0.01,
+        },
+        logging={"level": "INFO"},
+    )
+    ctx = Context.open(load_settings(config))
+    try:
+        people = folder / "people.csv"
+        people.write_text(
+            "email,name\n" + "".join(f"reader{i:05d}@example.org,R {i}\n" for i in range(count)),
+            encoding="utf-8",
+        )
+        assert import_csv(ctx.store, people, now=ctx.clock()).imported == count
+    except BaseException:
+        ctx.close()
+        raise
+    return config, ctx
+
+
+def start_send_now(config: Path) -> subprocess.Popen[bytes]:
+    """``newsletter send-now`` in a child process."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "--config", str(config), "send-now"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def signal_when(
+    child: subprocess.Popen[bytes], arrived: Callable[[], int], target: float, signum: int
+) -> int:
+    """Send ``signum`` once ``arrived()`` (the server's count) reaches ``target``; the exit code."""
+    try:
+        deadline = time.monotonic() + 60
+        while arrived() < target:
+            assert child.poll() is None, child.stderr.read() if child.stderr else ""
+            assert time.monotonic() < deadline, "the send never got going"
+            time.sleep(0.01)  # polling the server's count, not timing the test
+        child.send_signal(signum)
+        return child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
 @dataclass
 class CliSend:
     """``newsletter send-now`` in a child process, against a real server, on a shared DB."""
@@ -98,57 +166,21 @@ class CliSend:
         return {f"reader{i:05d}@example.org" for i in range(self.count)}
 
     def start(self) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "newsletter", "--config", str(self.config), "send-now"],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        return start_send_now(self.config)
 
     def signal_at(self, child: subprocess.Popen[bytes], share: float, signum: int) -> int:
         """Send ``signum`` once the server has received ``share`` of the list; the exit code."""
-        try:
-            deadline = time.monotonic() + 60
-            while len(self.handler.received) < self.count * share:
-                assert child.poll() is None, child.stderr.read() if child.stderr else ""
-                assert time.monotonic() < deadline, "the send never got going"
-                time.sleep(0.01)  # polling the server's count, not timing the test
-            child.send_signal(signum)
-            return child.wait(timeout=30)
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
+        return signal_when(child, lambda: len(self.handler.received), self.count * share, signum)
 
 
 @pytest.fixture
 def cli_send(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_url: str) -> Iterator[CliSend]:
-    for name in list(os.environ):
-        if name.startswith("NEWSLETTER_"):
-            monkeypatch.delenv(name)
+    clear_newsletter_env(monkeypatch)
     count = 2000
     handler = PacedHandler(delay=0.002)  # aiosmtpd, a little slow: the signal lands mid-send
     with SmtpTestServer(handler) as server:
-        config = write_config(
-            tmp_path / "newsletter.toml",
-            store={"url": store_url},
-            smtp={
-                "port": server.port,
-                "connections": CONNECTIONS,
-                "claim_batch": CLAIM_BATCH,
-                "retry_base_seconds": 0.01,
-            },
-            logging={"level": "INFO"},
-        )
-        ctx = Context.open(load_settings(config))
+        config, ctx = cli_setup(tmp_path, server.port, count, store_url=store_url)
         try:
-            people = tmp_path / "people.csv"
-            people.write_text(
-                "email,name\n"
-                + "".join(f"reader{i:05d}@example.org,R {i}\n" for i in range(count)),
-                encoding="utf-8",
-            )
-            assert import_csv(ctx.store, people, now=ctx.clock()).imported == count
             yield CliSend(config, ctx, handler, count)
         finally:
             ctx.close()
@@ -237,6 +269,7 @@ def test_a_stop_finishes_in_flight_messages_and_the_next_run_sends_the_rest(make
     assert Counter(handler.recipients()) == Counter(everyone)  # nobody twice, nobody missed
 
 
+@pytest.mark.usefixtures("smtp_flavour")
 def test_a_bug_while_personalizing_one_message_fails_only_that_delivery(
     make_context, monkeypatch: pytest.MonkeyPatch
 ):
@@ -267,6 +300,7 @@ def test_a_bug_while_personalizing_one_message_fails_only_that_delivery(
     assert error == "cannot build the message: RuntimeError: template bug"
 
 
+@pytest.mark.usefixtures("smtp_flavour")
 def test_a_send_that_lost_its_lock_stops(make_context, clock):
     taken = threading.Event()
     handler = PacedHandler(after={10: taken})
@@ -294,6 +328,7 @@ def test_a_send_that_lost_its_lock_stops(make_context, clock):
         assert conn.execute(select(digests.c.state)).scalar_one() == "sending"
 
 
+@pytest.mark.usefixtures("smtp_flavour")
 def test_subscribers_who_leave_during_a_send_are_skipped_when_it_resumes(make_context):
     stop = threading.Event()
     handler = PacedHandler(after={10: stop})
@@ -316,6 +351,7 @@ def test_subscribers_who_leave_during_a_send_are_skipped_when_it_resumes(make_co
     assert Counter(handler.recipients()) == Counter(everyone[:-1])
 
 
+@pytest.mark.usefixtures("smtp_flavour")
 def test_a_second_send_in_the_same_process_is_refused_while_one_runs(make_context):
     running = threading.Event()
     handler = PacedHandler(delay=0.05, after={1: running})

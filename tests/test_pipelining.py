@@ -20,11 +20,13 @@ from hypothesis import strategies as st
 from newsletter.delivery.pipelining import (
     Accepted,
     Deferred,
+    NotSent,
     Outcome,
     OutgoingMessage,
     Refused,
     SmtpSession,
     Unconfirmed,
+    wire_body,
 )
 from newsletter.delivery.throttle import AdaptiveThrottle, ThrottleChange
 from tests.pipelining_servers import (
@@ -254,8 +256,8 @@ def test_421_to_data_defers_that_message_and_the_rest_are_not_sent() -> None:
         Accepted(2, 250, "2.0.0 Ok: queued as Q2"),
         Deferred(3, 421, "4.7.0 closing connection", "data"),
     ]
-    assert [(type(o), o.id) for o in outcomes[3:]] == [(Unconfirmed, 4), (Unconfirmed, 5)]
-    assert all(isinstance(o, Unconfirmed) and "not sent" in o.reason for o in outcomes[3:])
+    assert [(type(o), o.id) for o in outcomes[3:]] == [(NotSent, 4), (NotSent, 5)]
+    assert all(isinstance(o, NotSent) and "not sent" in o.reason for o in outcomes[3:])
     assert server.recipients() == [address(1), address(2)]
 
 
@@ -267,11 +269,10 @@ def test_421_after_the_dot_defers_that_message_and_leaves_the_next_unconfirmed()
     found = by_id(outcomes)
     assert [type(found[n]) for n in (1, 2)] == [Accepted, Accepted]
     assert found[3] == Deferred(3, 421, "4.7.0 too busy, closing", "end")
-    # Message 4's MAIL, RCPT and DATA were already on their way behind message 3's dot.
-    assert found[4] == Unconfirmed(
-        4, "the server closed the connection: 421 4.7.0 too busy, closing"
-    )
-    assert found[5] == Unconfirmed(
+    # Message 4's MAIL, RCPT and DATA were already on their way behind message 3's dot, but
+    # its content never left: certainly not delivered.
+    assert found[4] == NotSent(4, "the server closed the connection: 421 4.7.0 too busy, closing")
+    assert found[5] == NotSent(
         5, "not sent: the server closed the connection: 421 4.7.0 too busy, closing"
     )
     assert server.recipients() == [address(1), address(2)]
@@ -287,7 +288,7 @@ def test_a_connection_dropped_after_the_dot_leaves_the_group_unconfirmed() -> No
 
     found = by_id(outcomes)
     assert [type(found[n]) for n in (1, 2)] == [Accepted, Accepted]
-    assert [type(found[n]) for n in (3, 4, 5)] == [Unconfirmed] * 3
+    assert [type(found[n]) for n in (3, 4, 5)] == [Unconfirmed, NotSent, NotSent]
     assert isinstance(found[3], Unconfirmed) and "connection lost" in found[3].reason
     # The server did keep message 3: "unconfirmed" means it may have arrived, and a resend
     # after this is the one duplicate the outbox allows.
@@ -316,7 +317,7 @@ def test_a_final_reply_slower_than_the_timeout_leaves_the_message_unconfirmed() 
     found = by_id(outcomes)
     assert isinstance(found[1], Accepted)
     assert found[2] == Unconfirmed(2, "connection lost: timed out")
-    assert isinstance(found[3], Unconfirmed)
+    assert isinstance(found[3], NotSent)
     assert received == [address(1), address(2)]  # it arrived; only the reply was late
 
 
@@ -331,7 +332,7 @@ def test_after_the_server_closed_later_messages_are_reported_not_sent() -> None:
 
     assert first == [Deferred(1, 421, "4.3.2 shutting down", "rcpt")]
     assert later == [
-        Unconfirmed(9, "not sent: the server closed the connection: 421 4.3.2 shutting down")
+        NotSent(9, "not sent: the server closed the connection: 421 4.3.2 shutting down")
     ]
     assert session.open is False
     assert len(server.sessions) == 1 and server.received == []
@@ -353,7 +354,7 @@ def test_smtputf8_is_requested_only_when_the_caller_asks_and_the_server_offers_i
     assert "not ASCII" in outcomes[0].text and outcomes[0].id == 2
     assert [type(o) for o in outcomes[1:]] == [Accepted, Accepted]
     assert server.recipients() == [utf8, address(3)]
-    assert "SMTPUTF8" in server.received[0].mail_params
+    assert {"SMTPUTF8", "BODY=8BITMIME"} <= set(server.received[0].mail_params)
     assert "SMTPUTF8" not in server.received[1].mail_params
 
     with PipeliningServer(ServerOptions(smtputf8=False)) as plain:
@@ -380,16 +381,51 @@ def test_any_address_text_is_sent_exactly_or_refused_here(
     before = len(server.received)
     outcomes = send(server, [OutgoingMessage(1, sender, recipient, body(1), smtputf8=utf8)])
 
-    forbidden = set("\r\n\0<>")
-    if forbidden & set(recipient + sender):
+    if set("\r\n\0") & set(recipient + sender):
         assert isinstance(outcomes[0], Refused) and outcomes[0].stage == "local"
         assert len(server.received) == before
-    else:
+    elif set('<>"') & set(recipient + sender) and isinstance(outcomes[0], Refused):
+        assert outcomes[0].stage == "local"  # outside a quoted local part: refused here
+        assert len(server.received) == before
+    else:  # never another address than this one
         assert isinstance(outcomes[0], Accepted)
         assert (server.received[-1].sender, server.received[-1].recipients) == (sender, [recipient])
     # Nothing an address contains ever becomes a command of its own.
     assert set(server.sessions[-1].commands) <= {"EHLO", "MAIL", "RCPT", "DATA", ".", "QUIT"}
     assert server.violations == []
+
+
+@pytest.mark.parametrize(
+    ("recipient", "sent"),
+    [
+        ('"<"@example.org', True),  # RFC 5321: any printable character in a quoted local part
+        ('"a>b\\"c"@example.org', True),
+        ("a>b@example.org", False),  # the server would read <a> and a parameter
+        ('"a"b>@example.org', False),
+        ('"a>b@example.org', False),  # never closed
+        ('"a"@exa>mple.org', False),
+        ('"@example.org', False),
+        ('a"b"@example.org', False),
+    ],
+)
+def test_angle_brackets_and_quotes_only_inside_a_quoted_local_part(
+    server: PipeliningServer, recipient: str, sent: bool
+) -> None:
+    outcomes = send(server, [OutgoingMessage(1, SENDER, recipient, body(1))])
+
+    if sent:
+        assert isinstance(outcomes[0], Accepted)
+        assert server.recipients() == [recipient]
+    else:
+        assert outcomes == [
+            Refused(
+                1,
+                None,
+                "the recipient address has '<', '>' or '\"' outside a quoted local part",
+                "local",
+            )
+        ]
+        assert server.received == []
 
 
 def test_an_address_too_long_for_a_command_line_is_refused_here(server: PipeliningServer) -> None:
@@ -415,6 +451,15 @@ def test_any_data_arrives_exactly_with_crlf_line_ends(
     assert isinstance(outcomes[0], Accepted)
     assert server.received[before].data == crlf(data)
     assert server.violations == []  # no bare CR or LF ever reached the strict server
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lines=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")))
+)
+def test_data_known_to_be_crlf_goes_out_as_if_it_had_been_checked(lines: list[bytes]) -> None:
+    data = b"".join(line + b"\r\n" for line in lines)
+    assert wire_body(data, crlf=True) == wire_body(data)
 
 
 def test_the_strict_server_refuses_bare_lf_from_a_careless_client(
@@ -526,7 +571,7 @@ def test_a_throttling_server_slows_the_send_down_and_everything_arrives_once() -
             clock.advance(throttle.reserve())  # the caller waits; here the clock moves
             retry: list[OutgoingMessage] = []
             for outcome in session.submit(pending.popleft()):
-                if isinstance(outcome, Deferred | Unconfirmed):
+                if isinstance(outcome, Deferred | Unconfirmed | NotSent):
                     code, text = (
                         (outcome.code, outcome.text)
                         if isinstance(outcome, Deferred)
@@ -596,6 +641,6 @@ def test_smtp_sink_closing_after_the_dot(option: str, first: type) -> None:
         session = SmtpSession(client)
         outcomes = list(session.send_all(messages(3)))
 
-    assert [type(o) for o in outcomes] == [first, Unconfirmed, Unconfirmed]
+    assert [type(o) for o in outcomes] == [first, NotSent, NotSent]
     if isinstance(outcomes[0], Deferred):
         assert (outcomes[0].code, outcomes[0].stage) == (421, "end")

@@ -16,8 +16,8 @@ import pytest
 from newsletter import app
 from newsletter.errors import UsageError
 from newsletter.store import subscribers as rows
-from newsletter.subscriber_csv import MAX_LINE_BYTES
-from newsletter.subscriber_import import IMPORT_BATCH, MAX_REPORTED, import_csv
+from newsletter.subscribers.csv_io import MAX_LINE_BYTES
+from newsletter.subscribers.importing import IMPORT_BATCH, MAX_REPORTED, import_csv
 from tests.conftest import Run
 
 pytestmark = pytest.mark.both_stores  # see tests/conftest.py

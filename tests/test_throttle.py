@@ -43,8 +43,12 @@ def make(
     ("code", "text", "expected"),
     [
         (421, "4.7.0 closing connection", True),
-        (451, "4.3.0 local problem", True),
-        (454, "4.7.0 TLS not available", True),
+        (451, "4.7.1 rate limited, please try again later", True),
+        (454, "Throttling failure: Maximum sending rate exceeded.", True),  # Amazon SES
+        (451, "4.7.500 Server busy. Please try again later", True),  # Microsoft 365
+        (451, "4.3.0 local problem", False),  # the server's problem: retried with backoff
+        (451, "4.2.0 mailbox busy", False),  # the recipient's: may be given up after a while
+        (454, "4.7.0 TLS not available", False),
         (450, "4.7.1 Rate limit exceeded for sender", True),
         (452, "4.5.3 Too many recipients", True),
         (450, "4.2.0 Throttled, please slow down", True),
@@ -84,9 +88,33 @@ def test_a_throttle_reply_halves_rate_and_connections_once_per_cooldown() -> Non
     assert len(changes) == 1
 
     clock.advance(0.2)  # past the cooldown: a new signal halves again
-    throttle.observe(421, "4.7.0 too many connections")
+    throttle.observe(421, "4.7.0 closing connection")
     assert throttle.limits() == Limits(5.0, 1)
     assert len(changes) == 2
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["4.7.0 Error: too many connections from 192.0.2.1", "4.3.2 Too many sessions, try later"],
+)
+def test_too_many_connections_halves_the_connections_and_keeps_the_rate(text: str) -> None:
+    clock, changes = fresh()
+    throttle = make(clock, changes)
+    assert [throttle.reserve() for _ in range(2)] == pytest.approx([0.0, 0.05])
+    assert throttle.observe(421, text) is True
+    assert throttle.limits() == Limits(20.0, 2)
+    assert throttle.reserve() == pytest.approx(0.10)  # the slots go on as before
+    assert [c.describe() for c in changes] == [
+        f"sending slower: 20 msg/s, 2 connections (was 20 msg/s, 4 connections): "
+        f"the server answered 421 {text}"
+    ]
+    clock.advance(2.0)
+    throttle.observe(421, "4.7.0 rate limit exceeded")  # a rate signal halves the rate too
+    assert throttle.limits() == Limits(10.0, 1)
+
+    without_ceiling = make(clock, [], max_per_second=None, connections=3)
+    without_ceiling.observe(421, text)
+    assert without_ceiling.limits() == Limits(None, 1)
 
 
 def test_other_replies_change_nothing() -> None:

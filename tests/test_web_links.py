@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from newsletter import app
-from newsletter.app import subscriptions
+from newsletter.app import links
 from newsletter.models import SubscriberState
 from newsletter.signing import Signer
 from newsletter.store import subscribers as rows
@@ -126,6 +126,43 @@ def test_one_click_post_unsubscribes_without_a_page(ctx, client, clock, encoding
     assert state_of(ctx, ada.id) is SubscriberState.UNSUBSCRIBED
 
 
+TEN_MB = 10 * 1024 * 1024
+
+
+def _chunks(data: bytes, size: int = 1 << 20):
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+@pytest.mark.parametrize("sent", ["with its length", "chunked"])
+def test_a_huge_post_to_an_unsubscribe_link_is_413_and_unsubscribes_nobody(
+    ctx, client, clock, sent
+):
+    """The size is checked before anything changes (issue #15: a 413 that unsubscribed)."""
+    ada = add_subscriber(ctx.store, "ada@example.org", "Ada", now=clock())
+    url = path_of(ctx.unsubscribe_url(ada.public_id))
+    payload = b"List-Unsubscribe=One-Click&padding=" + b"x" * TEN_MB
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+
+    if sent == "chunked":  # no Content-Length: the limit bites while reading
+        response = client.post(url, content=_chunks(payload), headers=headers)
+    else:
+        response = client.post(url, content=payload, headers=headers)
+
+    assert response.status_code == 413
+    assert state_of(ctx, ada.id) is SubscriberState.ACTIVE
+
+
+def test_a_huge_post_to_a_confirm_link_is_413_and_confirms_nothing(ctx, client, clock):
+    pending = add_subscriber(ctx.store, "new@example.org", now=clock(), double_opt_in=True)
+
+    response = client.post(path_of(ctx.confirm_url(pending.public_id)), content=b"x" * TEN_MB)
+
+    assert response.status_code == 413
+    assert state_of(ctx, pending.id) is SubscriberState.PENDING
+    assert used_token_rows(ctx) == 0  # the link still works
+
+
 def test_a_pending_or_bounced_address_can_unsubscribe_too(ctx, client, clock):
     pending = add_subscriber(ctx.store, "p@example.org", now=clock(), double_opt_in=True)
 
@@ -218,7 +255,7 @@ def used_token_rows(ctx: app.Context) -> int:
 
 def test_confirm_get_shows_a_button_then_post_activates(ctx, client, clock):
     pending = add_subscriber(ctx.store, "new@example.org", now=clock(), double_opt_in=True)
-    url = path_of(subscriptions.confirm_url(ctx, pending.public_id))
+    url = path_of(ctx.confirm_url(pending.public_id))
 
     page = client.get(url)
     assert page.status_code == 200 and "Yes, subscribe me" in page.text
@@ -233,7 +270,7 @@ def test_confirm_get_shows_a_button_then_post_activates(ctx, client, clock):
 
 def test_replayed_confirm_link_answers_already_confirmed(ctx, client, clock):
     pending = add_subscriber(ctx.store, "new@example.org", now=clock(), double_opt_in=True)
-    url = path_of(subscriptions.confirm_url(ctx, pending.public_id))
+    url = path_of(ctx.confirm_url(pending.public_id))
     client.post(url)
 
     replay_post = client.post(url)
@@ -247,7 +284,7 @@ def test_replayed_confirm_link_answers_already_confirmed(ctx, client, clock):
 def test_replay_after_leaving_and_asking_again_does_not_confirm(ctx, client, clock):
     """An old, used link cannot confirm a new request: that needs the new email's link."""
     pending = add_subscriber(ctx.store, "new@example.org", now=clock(), double_opt_in=True)
-    old = path_of(subscriptions.confirm_url(ctx, pending.public_id))
+    old = path_of(ctx.confirm_url(pending.public_id))
     client.post(old)
     clock.advance(minutes=5)
     remove_subscriber(ctx.store, "new@example.org", now=clock())
@@ -257,14 +294,14 @@ def test_replay_after_leaving_and_asking_again_does_not_confirm(ctx, client, clo
 
     assert replay.status_code == 200 and "This link was already used" in replay.text
     assert state_of(ctx, pending.id) is SubscriberState.PENDING
-    fresh = path_of(subscriptions.confirm_url(ctx, pending.public_id))
+    fresh = path_of(ctx.confirm_url(pending.public_id))
     assert client.post(fresh).status_code == 200
     assert state_of(ctx, pending.id) is SubscriberState.ACTIVE
 
 
 def test_confirm_link_of_an_address_removed_since_is_stale(ctx, client, clock):
     pending = add_subscriber(ctx.store, "new@example.org", now=clock(), double_opt_in=True)
-    url = path_of(subscriptions.confirm_url(ctx, pending.public_id))
+    url = path_of(ctx.confirm_url(pending.public_id))
     remove_subscriber(ctx.store, "new@example.org", now=clock())
 
     page, post = client.get(url), client.post(url)
@@ -275,8 +312,8 @@ def test_confirm_link_of_an_address_removed_since_is_stale(ctx, client, clock):
 
 def test_expired_confirm_link_is_410_and_changes_nothing(ctx, client, clock):
     pending = add_subscriber(ctx.store, "new@example.org", now=clock(), double_opt_in=True)
-    url = path_of(subscriptions.confirm_url(ctx, pending.public_id))
-    clock.advance(days=subscriptions.CONFIRM_MAX_AGE.days, seconds=1)
+    url = path_of(ctx.confirm_url(pending.public_id))
+    clock.advance(days=links.CONFIRM_MAX_AGE.days, seconds=1)
 
     page, post = client.get(url), client.post(url)
 
@@ -311,11 +348,11 @@ def test_tampered_confirm_token_is_400_and_changes_nothing(ctx, client, clock, c
 
 def test_used_tokens_are_forgotten_once_they_have_expired(ctx, client, clock):
     first = add_subscriber(ctx.store, "a@example.org", now=clock(), double_opt_in=True)
-    client.post(path_of(subscriptions.confirm_url(ctx, first.public_id)))
-    clock.advance(days=subscriptions.CONFIRM_MAX_AGE.days + 1)
+    client.post(path_of(ctx.confirm_url(first.public_id)))
+    clock.advance(days=links.CONFIRM_MAX_AGE.days + 1)
     second = add_subscriber(ctx.store, "b@example.org", now=clock(), double_opt_in=True)
 
-    client.post(path_of(subscriptions.confirm_url(ctx, second.public_id)))
+    client.post(path_of(ctx.confirm_url(second.public_id)))
 
     assert used_token_rows(ctx) == 1  # only the second, still-valid one is kept
 

@@ -153,6 +153,9 @@ def unquoted(address: str) -> str:
     return f"{local}{at}{domain}"
 
 
+_QUOTED_LOCAL_PART = re.compile(rb'"(?:[^"\\]|\\.)*"(?=@)')
+
+
 def _header_problems(head: bytes) -> list[str]:
     found = []
     for line in head.split(b"\r\n"):
@@ -169,7 +172,9 @@ def _header_problems(head: bytes) -> list[str]:
             found.append(f"encoded-word over {MAX_ENCODED_WORD} characters: {line[:60]!r}")
         if words and len(line) > ENCODED_WORD_LINE:
             found.append(f"line with encoded-words over {ENCODED_WORD_LINE}: {line[:60]!r}")
-        if len(line) > FOLD_AT and re.search(rb"[ \t]", content):
+        # Whitespace inside a quoted local part is no place to fold an address at.
+        unquoted_content = _QUOTED_LOCAL_PART.sub(b'""', content)
+        if len(line) > FOLD_AT and re.search(rb"[ \t]", unquoted_content):
             found.append(f"header line over {FOLD_AT} characters, foldable: {line[:60]!r}")
     return found
 

@@ -4,9 +4,12 @@ The CLI, the scheduler and the web app all call these, so a digest is built the 
 whichever door it came through. One module per concern: ``digest`` (gathering and building
 the next digest), ``preview``, ``send`` (sending digests), ``send_lock``, ``send_copy`` (a
 test copy), ``resend``, ``status``, ``archive``, ``slots`` (scheduled runs), ``sources`` and
-``explain`` (inspecting the sources), ``subscriptions`` and ``subscriber_list``, ``database``
-(the schema revision and upgrades), ``users`` and ``login`` (the web app's accounts and
-sessions), ``admin`` (what the admin pages show and do).
+``explain`` (inspecting the sources), ``subscriptions`` (signing up, adding, importing),
+``confirmations`` (the confirmation emails' queue), ``links`` (unsubscribe and confirm
+links), ``subscriber_list`` (listing, exporting, showing and forgetting people), ``bounces``
+(VERP envelope senders, reading the bounce mailbox), ``database`` (the schema revision and
+upgrades), ``users`` and ``login`` (the web app's accounts and sessions), ``admin`` (what the
+admin pages show and do).
 """
 
 from newsletter.app.context import Context, utc_now

@@ -32,22 +32,6 @@ NextRun = Callable[[datetime], datetime | None]
 
 
 @dataclass(frozen=True)
-class DigestLine:
-    """A recent digest: deliveries per state and its hard-bounce rate (None: none attempted)."""
-
-    status: DigestStatus
-    hard_bounces: int
-
-    @property
-    def attempted(self) -> int:
-        return self.status.counts.get("sent", 0) + self.status.counts.get("failed", 0)
-
-    @property
-    def bounce_rate(self) -> float | None:
-        return self.hard_bounces / self.attempted if self.attempted else None
-
-
-@dataclass(frozen=True)
 class FeedHealth:
     name: str
     url: str
@@ -57,21 +41,19 @@ class FeedHealth:
 
 @dataclass(frozen=True)
 class Dashboard:
-    digests: list[DigestLine]
+    digests: list[DigestStatus]  # with their hard-bounce and complaint rates
     subscribers: dict[str, int]
     next_run: datetime | None
     recent_slots: list[SlotRun]
     feeds: list[FeedHealth]
-    complaints_recorded: bool = False  # complaints are not recorded yet (a later release)
 
 
 def dashboard(ctx: Context, *, next_run: NextRun | None = None, digests: int = 10) -> Dashboard:
-    """The last digests with deliveries per state and bounce rates, the list's size per
-    state, the next scheduled run and how each feed fared lately."""
+    """The last digests with deliveries per state and bounce and complaint rates, the list's
+    size per state, the next scheduled run and how each feed fared lately."""
     now = ctx.clock()
     recent = digest_status(ctx, limit=digests)
     with ctx.store.atomic() as conn:
-        bounces = digest_reports.hard_bounces(conn, [d.id for d in recent])
         counts = subscriber_rows.count_by_state(conn)
         fetched = feed_rows.last_fetched(conn)
     feeds = [
@@ -84,7 +66,7 @@ def dashboard(ctx: Context, *, next_run: NextRun | None = None, digests: int = 1
         for feed in ctx.settings.sources.feeds
     ]
     return Dashboard(
-        [DigestLine(d, bounces[d.id]) for d in recent],
+        recent,
         {state.value: counts.get(state.value, 0) for state in SubscriberState},
         next_run(now) if next_run else None,
         slots.recent_slots(ctx, limit=3),
@@ -125,7 +107,7 @@ def subscribers_page(
 
 def add_subscriber(ctx: Context, email: str, name: str) -> Subscriber:
     """Add an address as active (the operator vouches for consent), as ``subscribers add``."""
-    return subscriptions.add(ctx, email, name)
+    return subscriptions.add(ctx, email, name).subscriber
 
 
 def unsubscribe(ctx: Context, email: str) -> tuple[str, bool]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from newsletter.app.context import Context
 from newsletter.config import Settings
 from newsletter.message import fill_tokens
-from newsletter.models import DigestState
+from newsletter.models import DigestState, MailingKind
 from newsletter.personalization import TokenSet
 from newsletter.store import digest_reports
 from newsletter.store import digests as digest_rows
@@ -77,6 +77,8 @@ def archived_digest(ctx: Context, digest_id: int) -> ArchivedDigest | None:
     with ctx.store.atomic() as conn:
         digest = digest_rows.get_digest(conn, digest_id)
     if digest is None or digest.state is not DigestState.SENT:
+        return None
+    if digest.kind is not MailingKind.DIGEST:  # a confirmation email is nobody's archive
         return None
     tokens = TokenSet(nonce=digest.token_nonce)
     html = fill_tokens(digest.html, tokens, neutral_values(ctx.settings), escape=True)

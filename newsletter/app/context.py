@@ -11,6 +11,7 @@ from newsletter.errors import ConfigError
 from newsletter.models import Clock
 from newsletter.signing import Signer
 from newsletter.store import Store
+from newsletter.subscribers.suppression import SuppressionList
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,8 @@ class Context:
     previous secret. The public default secret is honoured among the previous secrets for
     unsubscribe links only (``unsubscribe_signer``): an operator who sent mail with it can
     keep those links working, but nobody can forge a confirmation with it.
+    ``suppressions`` hashes addresses with a key from the same secrets (the default one
+    included, for lookups: a list kept while running the demo setup still counts).
     """
 
     settings: Settings
@@ -35,6 +38,7 @@ class Context:
     clock: Clock = utc_now
     signer: Signer = field(init=False)
     unsubscribe_signer: Signer = field(init=False)
+    suppressions: SuppressionList = field(init=False)
 
     def __post_init__(self) -> None:
         web = self.settings.web
@@ -42,6 +46,7 @@ class Context:
         previous = [s.get_secret_value() for s in web.previous_secrets]
         self.unsubscribe_signer = Signer(secret, previous)
         self.signer = Signer(secret, [s for s in previous if s != DEFAULT_WEB_SECRET])
+        self.suppressions = SuppressionList(secret, [*previous, DEFAULT_WEB_SECRET])
 
     @classmethod
     def open(cls, settings: Settings, *, clock: Clock = utc_now) -> Context:
@@ -58,6 +63,11 @@ class Context:
             return f"{self.settings.web.base_url}/"
         token = self.signer.make("unsubscribe", public_id, now=self.clock())
         return f"{self.settings.web.base_url}/unsubscribe/{token}"
+
+    def confirm_url(self, public_id: str) -> str:
+        """The signed double opt-in link of one subscriber; it expires (``app.links``)."""
+        token = self.signer.make("confirm", public_id, now=self.clock())
+        return f"{self.settings.web.base_url}/confirm/{token}"
 
     def check_link_settings(self) -> None:
         """Refuse to put forgeable links in real mail; warn about plain-http links.

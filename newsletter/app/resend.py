@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import smtplib
 import threading
 from dataclasses import dataclass
 
 from newsletter.app.context import Context
-from newsletter.app.send import deliver_digest, first_connection
+from newsletter.app.send import checked_connector, deliver_digest
 from newsletter.app.send_lock import send_lock
 from newsletter.delivery.engine import Progress, SendReport
-from newsletter.delivery.smtp import close_quietly
 from newsletter.errors import UsageError
-from newsletter.models import DigestState
+from newsletter.models import DigestState, MailingKind
 from newsletter.store import digests as digest_rows
 from newsletter.store import outbox
 
@@ -44,9 +42,9 @@ def resend_failed(
     with send_lock(ctx) as lock:
         with ctx.store.atomic() as conn:
             digest = digest_rows.get_digest(conn, digest_id)
-        if digest is None:
+        if digest is None or digest.kind is not MailingKind.DIGEST:
             raise UsageError(f"there is no digest {digest_id} (newsletter status lists them)")
-        connection: smtplib.SMTP | None = first_connection(ctx)
+        connector = checked_connector(ctx)
         try:
             with ctx.store.atomic() as conn:
                 requeued = outbox.requeue_failed(conn, digest_id, now=ctx.clock())
@@ -58,9 +56,8 @@ def resend_failed(
             if not (requeued or unfinished):
                 return ResendSummary(digest_id, 0, None)
             report = deliver_digest(
-                ctx, digest_id, lock=lock, stop=stop, progress=progress, connection=connection
+                ctx, digest_id, lock=lock, stop=stop, progress=progress, connector=connector
             )
-            connection = None  # the engine's first worker owns and closes it
         finally:
-            close_quietly(connection)
+            connector.close()
     return ResendSummary(digest_id, requeued, report)

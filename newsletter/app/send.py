@@ -8,25 +8,26 @@ failed deliveries of a digest again :mod:`newsletter.app.resend`.
 from __future__ import annotations
 
 import logging
-import smtplib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from newsletter.app.bounces import envelope_sender
 from newsletter.app.context import Context
 from newsletter.app.digest import NextDigest, next_digest
 from newsletter.app.send_lock import SendLock, send_lock
 from newsletter.delivery.dkim import make_signer
 from newsletter.delivery.engine import DeliveryEngine, Progress, SendReport
-from newsletter.delivery.smtp import close_quietly, connect
+from newsletter.delivery.smtp import SmtpConnector
 from newsletter.errors import DeliveryPaused, SendInProgress
 from newsletter.headers import wire_address
 from newsletter.message import PreparedMessage
-from newsletter.models import DigestState, SubscriberState
+from newsletter.models import DigestState, MailingKind, SubscriberState
 from newsletter.personalization import TokenSet
 from newsletter.store import digests as digest_rows
 from newsletter.store import outbox
 from newsletter.store import subscribers as subscriber_rows
+from newsletter.subscribers import lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,12 @@ def dkim_signer(ctx: Context) -> Callable[[bytes], bytes] | None:
 
 
 def prepare_message(ctx: Context, digest: digest_rows.StoredDigest) -> PreparedMessage:
-    """The digest's MIME message with holes for the personal fields (built once per send)."""
+    """The mailing's MIME message with holes for the personal fields (built once per send).
+
+    A confirmation email is transactional: its own confirm link, no unsubscribe link. With
+    ``[bounces] address`` set, each delivery's envelope sender is its VERP address.
+    """
+    confirmation = digest.kind is MailingKind.CONFIRMATION
     return PreparedMessage(
         digest_id=digest.id,
         subject=digest.subject,
@@ -71,8 +77,10 @@ def prepare_message(ctx: Context, digest: digest_rows.StoredDigest) -> PreparedM
         text_body=digest.text,
         tokens=TokenSet(nonce=digest.token_nonce),
         settings=ctx.settings,
-        unsubscribe_url=lambda r: ctx.unsubscribe_url(r.public_id),
+        unsubscribe_url=None if confirmation else lambda r: ctx.unsubscribe_url(r.public_id),
+        confirm_url=(lambda r: ctx.confirm_url(r.public_id)) if confirmation else None,
         dkim_sign=dkim_signer(ctx),
+        envelope_sender=envelope_sender(ctx, digest.id),
     )
 
 
@@ -83,9 +91,14 @@ def deliver_digest(
     lock: SendLock,
     stop: threading.Event | None = None,
     progress: Progress | None = None,
-    connection: smtplib.SMTP | None = None,
+    connector: SmtpConnector | None = None,
+    wait_for_retries: bool = True,
 ) -> SendReport:
-    """Run the outbox of one digest to the end (or to a stop or pause) and record its state."""
+    """Run the outbox of one digest to the end (or to a stop or pause) and record its state.
+
+    Any mailing: a confirmation mailing goes to its pending subscribers. Without
+    ``wait_for_retries`` it returns once nothing is due, leaving retries to the next call.
+    """
     with ctx.store.atomic() as conn:
         digest = digest_rows.get_digest(conn, digest_id)
         assert digest is not None, f"digest {digest_id} vanished"
@@ -99,10 +112,19 @@ def deliver_digest(
         stop=stop,
         progress=progress,
         on_batch=lock.refresh,
+        connector=connector,
+        audience=(
+            SubscriberState.PENDING
+            if digest.kind is MailingKind.CONFIRMATION
+            else SubscriberState.ACTIVE
+        ),
+        wait_for_retries=wait_for_retries,
     )
-    report = engine.run(digest_id, first_connection=connection)
+    report = engine.run(digest_id)
     with ctx.store.atomic() as conn:
-        bounced = subscriber_rows.mark_hard_bounces(conn, digest_id, now=ctx.clock())
+        bounced = lifecycle.mark_hard_bounces(
+            conn, digest_id, now=ctx.clock(), suppressions=ctx.suppressions
+        )
         if report.paused_reason:
             digest_rows.set_digest_state(conn, digest_id, DigestState.PAUSED, now=ctx.clock())
         elif report.finished:
@@ -111,14 +133,15 @@ def deliver_digest(
             state = DigestState.FAILED if report.digest_failed else DigestState.SENT
             digest_rows.set_digest_state(conn, digest_id, state, now=ctx.clock())
     log.info(
-        "digest %s: %d sent, %d failed, %d to retry%s",
+        "%s %s: %d sent, %d failed, %d to retry%s",
+        digest.kind.value,  # "digest", or "confirmation" for confirmation emails
         digest_id,
         report.sent,
         report.failed,
         report.retried,
         " (interrupted; resumable)" if report.interrupted else "",
     )
-    if report.digest_failed:  # the callers say so too: send-now exits 3 with one line
+    if report.digest_failed and digest.kind is MailingKind.DIGEST:  # send-now says so too
         log.info(
             "digest %s reached nobody (%d failed); its articles go to the next digest",
             digest_id,
@@ -159,14 +182,13 @@ def send_now(
                 upcoming = None
         if not unfinished and upcoming is None:
             return summary
-        connection: smtplib.SMTP | None = first_connection(ctx)
+        connector = checked_connector(ctx)
         try:
             for digest_id in unfinished:
                 log.info("resuming unfinished digest %s", digest_id)
                 report = deliver_digest(
-                    ctx, digest_id, lock=lock, stop=stop, progress=progress, connection=connection
+                    ctx, digest_id, lock=lock, stop=stop, progress=progress, connector=connector
                 )
-                connection = None  # the engine's first worker owns and closes it
                 summary.resumed.append(report)
                 _raise_if_paused(report)
                 if report.interrupted:
@@ -176,24 +198,26 @@ def send_now(
                 summary.digest_id, summary.subject = digest_id, upcoming.rendered.subject
                 summary.articles = len(upcoming.articles)
                 summary.report = deliver_digest(
-                    ctx, digest_id, lock=lock, stop=stop, progress=progress, connection=connection
+                    ctx, digest_id, lock=lock, stop=stop, progress=progress, connector=connector
                 )
-                connection = None
                 _raise_if_paused(summary.report)
         finally:
-            close_quietly(connection)
+            connector.close()
     return summary
 
 
-def first_connection(ctx: Context) -> smtplib.SMTP:
-    """Check what can stop a send before any row is touched, then connect.
+def checked_connector(ctx: Context) -> SmtpConnector:
+    """Check what can stop a send before any row is touched, connecting once to the server.
 
     A bad DKIM key, links that would be forgeable, an unreachable server, a refused login each
-    stop the send here with one line saying what to check.
+    stop the send here with one line saying what to check. The connection is not wasted: the
+    connector hands it to the first worker of the send; ``close`` it when the send ends.
     """
     dkim_signer(ctx)
     _warn_if_links_are_forgeable(ctx)
-    return connect(ctx.settings.smtp)
+    connector = SmtpConnector(ctx.settings.smtp)
+    connector.check()
+    return connector
 
 
 def _warn_if_links_are_forgeable(ctx: Context) -> None:

@@ -13,7 +13,7 @@ from newsletter.headers import UnsendableAddress
 from newsletter.message import Envelope, PreparedMessage
 from newsletter.models import Recipient
 from newsletter.store import subscribers as subscriber_rows
-from newsletter.subscriber_rules import normalize_address
+from newsletter.subscribers.addresses import normalize_address
 
 
 def send_test_copy(ctx: Context, address: str) -> tuple[Envelope, NextDigest]:

@@ -16,10 +16,14 @@ LOCK_REFRESH = timedelta(seconds=30)
 
 
 class SendLock:
-    """The lock row held for a whole send, its lease extended while the send runs."""
+    """The lock row held for a whole send, its lease extended while the send runs.
 
-    def __init__(self, ctx: Context) -> None:
+    ``name`` is the digests' send lock by default; confirmation emails have their own.
+    """
+
+    def __init__(self, ctx: Context, name: str = locks.SEND_LOCK) -> None:
         self.ctx = ctx
+        self.name = name
         # Unique per send, so that a second send in the same process (the scheduler and the
         # web app, two threads) is refused like one from another process.
         self.owner = f"{locks.process_owner()}:{secrets.token_hex(4)}"
@@ -31,7 +35,7 @@ class SendLock:
         if now - self.refreshed_at < LOCK_REFRESH:
             return
         with self.ctx.store.atomic() as conn:
-            held = locks.refresh(conn, locks.SEND_LOCK, self.owner, now=now, ttl=LOCK_TTL)
+            held = locks.refresh(conn, self.name, self.owner, now=now, ttl=LOCK_TTL)
         if not held:
             raise SendInProgress(
                 "another process took over the send lock (this one stalled for longer than "
@@ -41,11 +45,12 @@ class SendLock:
 
 
 @contextmanager
-def send_lock(ctx: Context) -> Iterator[SendLock]:
-    """Hold the send lock, or raise ``SendInProgress`` naming who holds it."""
-    lock = SendLock(ctx)
+def send_lock(ctx: Context, *, name: str = locks.SEND_LOCK) -> Iterator[SendLock]:
+    """Hold the send lock (or the lock ``name``), or raise ``SendInProgress`` naming who
+    holds it."""
+    lock = SendLock(ctx, name)
     with ctx.store.atomic() as conn:
-        holder = locks.try_acquire(conn, locks.SEND_LOCK, lock.owner, now=ctx.clock(), ttl=LOCK_TTL)
+        holder = locks.try_acquire(conn, name, lock.owner, now=ctx.clock(), ttl=LOCK_TTL)
     if holder is not None:
         raise SendInProgress(
             f"another send is running on this database ({holder}); try again when it ends"
@@ -54,4 +59,4 @@ def send_lock(ctx: Context) -> Iterator[SendLock]:
         yield lock
     finally:
         with ctx.store.atomic() as conn:
-            locks.release(conn, locks.SEND_LOCK, lock.owner)
+            locks.release(conn, name, lock.owner)

@@ -12,6 +12,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
+from newsletter.app.confirmations import resume_confirmations
 from newsletter.app.context import Context
 from newsletter.app.send import SendSummary, send_now
 from newsletter.delivery.engine import Progress
@@ -75,6 +76,7 @@ def send_slot(
 def _send(
     ctx: Context, slot: str, *, stop: threading.Event | None, progress: Progress | None
 ) -> SlotResult:
+    resume_confirmations(ctx, stop=stop)  # never raises: the digest goes out regardless
     try:
         summary = send_now(ctx, slot=slot, stop=stop, progress=progress)
     except SendInProgress as exc:

@@ -1,7 +1,7 @@
-"""Bounces and complaints after delivery (issue #14): the parts that need no store.
+"""Bounces and complaints after delivery (issue #14): VERP, classifying, matching, mailboxes.
 
-- :mod:`~newsletter.bounces.verp`: ``verp_address(bounce_address, digest_id, subscriber_key,
-  key=...)`` makes the envelope sender ``bounces+<token>@domain`` for one delivery;
+- :mod:`~newsletter.bounces.verp`: ``VerpSigner(bounce_address, digest_id, key=...)`` makes
+  the envelope sender ``bounces+<token>@domain`` of each delivery of one mailing;
   ``read_verp(address, bounce_address, key=...)`` gives ``(digest_id, subscriber_key)`` back
   for an address we made, else ``None``. ``verp_key(web_secret)`` derives the key.
 - :mod:`~newsletter.bounces.classify`: ``classify(raw_bytes)`` says what a message in the
@@ -11,7 +11,9 @@
   from ``maildir:PATH`` or ``imaps://user@host/FOLDER`` exactly once, given a caller that
   records each result idempotently under ``message.key`` before calling ``done``.
 
-Matching a delivery: try ``read_verp`` on each ``verp_candidates`` entry, then the
-``message_ids`` against the deliveries' Message-IDs, then ``recipients`` against subscriber
-addresses (a fallback that a forged message can also name: prefer the first two).
+- :mod:`~newsletter.bounces.matching`: ``find_delivery(conn, classification, ...)`` names the
+  delivery a report is about: by VERP token, else exact Message-ID, else (with care, since
+  anyone can write one) a failed recipient; what is trusted is said there.
+
+Applying the result to the subscriber is the use case's (``newsletter.app.bounces``).
 """

@@ -6,7 +6,9 @@
   ``Feedback-Type: abuse`` are complaints;
 - RFC 3464 delivery status notifications (``message/delivery-status``) and, failing that,
   the non-standard formats ``flufl.bounce`` knows (Exim, Yahoo, Microsoft, ...) are bounces:
-  4.x.x, mailbox full or delayed → soft; 5.x.x, user unknown → hard;
+  a code saying the mailbox is gone (``models.HARD_BOUNCE_CODES``, the rule SMTP-time
+  refusals follow too) → hard; 4.x.x, mailbox full or delayed → soft; any other permanent
+  refusal (a spam filter or policy, 5.7.x, ...) → refused: it says nothing about the address;
 - auto-replies (``Auto-Submitted``, out-of-office, vacation) and anything else are ignored.
 
 The result names where the delivery can be found: ``verp_candidates`` (addresses that may be
@@ -28,11 +30,9 @@ from flufl.bounce import all_failures
 
 from newsletter.bounces import reports
 from newsletter.bounces.reports import header_text, header_texts
+from newsletter.models import HARD_BOUNCE_CODES
 
-log = logging.getLogger(__name__)
-# flufl.bounce logs each detector it runs at INFO and a traceback for each detector that
-# crashes on odd input; both are handled here, so they stay out of the user's log.
-logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
+log = logging.getLogger(__name__)  # flufl.bounce's own logger is quieted by newsletter.logs
 
 Format = Literal["dsn", "arf", "bounce", "auto-reply", "other", "unreadable"]
 
@@ -54,8 +54,9 @@ _SOFT_TEXT = re.compile(r"delayed|try again later|temporar(il)?y", re.IGNORECASE
 class BounceKind(StrEnum):
     """What a message means for the delivery it refers to."""
 
-    HARD = "hard"
-    SOFT = "soft"
+    HARD = "hard"  # the mailbox is gone
+    SOFT = "soft"  # not now: full, delayed, temporarily refused
+    REFUSED = "refused"  # refused for good, but not for the address (policy, spam filter)
     COMPLAINT = "complaint"
     IGNORED = "ignored"
 
@@ -160,9 +161,8 @@ def _delivery_status(
         return Classification(
             BounceKind.IGNORED, "dsn", _unique(candidates), (), _unique(message_ids)
         )
-    hard = [status for kind, status in failures if kind is BounceKind.HARD]
-    kind = BounceKind.HARD if hard else BounceKind.SOFT
-    deciding = hard[0] if hard else failures[0][1]
+    # The strongest verdict of any recipient decides (we send one recipient per message).
+    kind, deciding = min(failures, key=lambda failure: _STRENGTH.index(failure[0]))
     recipients = [
         address
         for _, status in failures
@@ -180,14 +180,27 @@ def _delivery_status(
     )
 
 
+_STRENGTH = (BounceKind.HARD, BounceKind.SOFT, BounceKind.REFUSED)
+
+
 def _kind(status: str | None, diagnostic: str | None) -> BounceKind:
-    """Hard or soft for a failure: mailbox full and 4.x.x are soft, other failures hard."""
+    """Hard, soft or refused for a failure, from its status code and the server's words.
+
+    Hard only for a code in ``HARD_BOUNCE_CODES`` (in the Status field or the reply: Exim
+    says 5.0.0 and quotes the server's 5.1.1); mailbox full and 4.x.x are soft; any other
+    5.x.x, or no code and no word of a temporary problem, is refused.
+    """
     text = diagnostic or ""
-    if status in ("4.2.2", "5.2.2") or _MAILBOX_FULL.search(text):
+    codes = {code for code in (status, reports.find_status(text)) if code}
+    if codes.intersection(HARD_BOUNCE_CODES):
+        return BounceKind.HARD
+    if codes.intersection(("4.2.2", "5.2.2")) or _MAILBOX_FULL.search(text):
         return BounceKind.SOFT
-    if status is not None:
-        return BounceKind.SOFT if status.startswith("4.") else BounceKind.HARD
-    return BounceKind.SOFT if _SOFT_TEXT.search(text) else BounceKind.HARD
+    if codes:
+        return (
+            BounceKind.SOFT if all(code.startswith("4.") for code in codes) else BounceKind.REFUSED
+        )
+    return BounceKind.SOFT if _SOFT_TEXT.search(text) else BounceKind.REFUSED
 
 
 def _flufl_failures(message: Message) -> tuple[set[str], set[str]]:

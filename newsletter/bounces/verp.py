@@ -38,25 +38,56 @@ def split_bounce_address(bounce_address: str) -> tuple[str, str]:
     return local, domain
 
 
+class VerpSigner:
+    """Makes the VERP envelope senders of one mailing: the bounce address is split and the MAC
+    keyed once, so each recipient costs one HMAC update and a base32 encoding.
+
+    ``ValueError`` if the bounce address or the digest id cannot make a token.
+    """
+
+    def __init__(self, bounce_address: str, digest_id: int, *, key: bytes) -> None:
+        local, domain = split_bounce_address(bounce_address)
+        if not 0 <= digest_id <= _MAX_DIGEST_ID:
+            raise ValueError(f"digest id {digest_id} is out of range for a VERP token")
+        self.bounce_address = bounce_address
+        self._prefix = f"{local}+{digest_id}-"
+        self._domain = domain
+        self._mac = hmac.new(key, _mac_prefix(digest_id), hashlib.sha256)
+
+    def address(self, subscriber_key: str) -> str:
+        """The envelope sender for this mailing's delivery to ``subscriber_key``.
+
+        ``ValueError`` if the key is empty or the result would not fit an SMTP local part
+        (64 octets).
+        """
+        if not subscriber_key:
+            raise ValueError("the subscriber key of a VERP token must not be empty")
+        subscriber = subscriber_key.encode("utf-8")
+        mac = self._mac.copy()
+        mac.update(subscriber)
+        local = self._prefix + _b32(subscriber + mac.digest()[:_MAC_BYTES])
+        if len(local) > MAX_LOCAL_PART_OCTETS:
+            raise ValueError(
+                f"the VERP local part for {self.bounce_address!r} would be {len(local)} octets "
+                f"(max {MAX_LOCAL_PART_OCTETS}): use a shorter bounce address local part"
+            )
+        return f"{local}@{self._domain}"
+
+    def sender(self, subscriber_key: str) -> str:
+        """:meth:`address`, or the plain bounce address when no token can be made for this
+        key (none, or too long: the Message-ID still identifies the delivery)."""
+        try:
+            return self.address(subscriber_key)
+        except ValueError:
+            return self.bounce_address
+
+
 def verp_address(bounce_address: str, digest_id: int, subscriber_key: str, *, key: bytes) -> str:
     """The envelope sender for the delivery of digest ``digest_id`` to ``subscriber_key``.
 
     ``ValueError`` if the result would not fit an SMTP local part (64 octets).
     """
-    local, domain = split_bounce_address(bounce_address)
-    if not 0 <= digest_id <= _MAX_DIGEST_ID:
-        raise ValueError(f"digest id {digest_id} is out of range for a VERP token")
-    if not subscriber_key:
-        raise ValueError("the subscriber key of a VERP token must not be empty")
-    subscriber = subscriber_key.encode("utf-8")
-    blob = _b32(subscriber + _mac(key, digest_id, subscriber))
-    address_local = f"{local}+{digest_id}-{blob}"
-    if len(address_local) > MAX_LOCAL_PART_OCTETS:
-        raise ValueError(
-            f"the VERP local part for {bounce_address!r} would be {len(address_local)} octets "
-            f"(max {MAX_LOCAL_PART_OCTETS}): use a shorter bounce address local part"
-        )
-    return f"{address_local}@{domain}"
+    return VerpSigner(bounce_address, digest_id, key=key).address(subscriber_key)
 
 
 def read_verp(
@@ -111,8 +142,12 @@ def _parse_token(token: str) -> tuple[int, bytes, bytes] | None:
     return digest_id, raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
 
 
+def _mac_prefix(digest_id: int) -> bytes:
+    return b"verp\0" + str(digest_id).encode("ascii") + b"\0"
+
+
 def _mac(key: bytes, digest_id: int, subscriber: bytes) -> bytes:
-    body = b"verp\0" + str(digest_id).encode("ascii") + b"\0" + subscriber
+    body = _mac_prefix(digest_id) + subscriber
     return hmac.new(key, body, hashlib.sha256).digest()[:_MAC_BYTES]
 
 

@@ -21,6 +21,7 @@ COMMANDS = {
     "status": "newsletter.cli.send:status",
     "inbox": "newsletter.cli.send:inbox",
     "subscribers": "newsletter.cli.subscribers:subscribers",
+    "bounces": "newsletter.cli.bounces:bounces",
     "sources": "newsletter.cli.sources:sources",
     "run": "newsletter.cli.schedule:run",
     "schedule": "newsletter.cli.schedule:show_schedule",

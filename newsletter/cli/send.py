@@ -80,12 +80,13 @@ def _exit_if_stopped(stop: StopSignal) -> None:
 def send_now(state: CliState, dry_run: bool, test_address: str | None) -> None:
     """Send the digest of new articles to every active subscriber now.
 
-    Any digest a previous run left unfinished (crash, Ctrl-C, SMTP outage) is finished first;
-    nobody who already got it receives it again. Exit codes: 0 done, 3 a digest reached nobody
-    (its articles go to the next one) or the server could not be used, 130 stopped by Ctrl-C,
-    143 stopped by SIGTERM (both resumable).
+    Queued confirmation emails go out first. Any digest a previous run left unfinished
+    (crash, Ctrl-C, SMTP outage) is finished first too; nobody who got it receives it again.
+    Exit codes: 0 done, 3 a digest reached nobody (its articles go to the next one) or the
+    server could not be used, 130 stopped by Ctrl-C, 143 stopped by SIGTERM (both resumable).
     """
     from newsletter import app
+    from newsletter.app.confirmations import resume_confirmations
     from newsletter.logs import progress_for
 
     ctx = state.context()
@@ -99,6 +100,7 @@ def send_now(state: CliState, dry_run: bool, test_address: str | None) -> None:
         _dry_run(ctx)
         return
     with stop_on_signals() as stop:
+        resume_confirmations(ctx, stop=stop)  # what the confirmation queue holds goes first
         summary = app.send_now(ctx, stop=stop, progress=progress_for())
     _print_summary(summary)
     _exit_if_stopped(stop)
@@ -201,7 +203,8 @@ def preview(state: CliState, output: Path | None) -> None:
 @click.option("--limit", default=10, show_default=True, help="How many recent digests to list.")
 @pass_state
 def status(state: CliState, limit: int) -> None:
-    """List recent digests with their deliveries per state and the reasons of failures."""
+    """List recent digests: deliveries per state, reasons of failures, bounce and complaint
+    rates (hard bounces per delivery attempted, spam complaints per delivery accepted)."""
     from newsletter.app.status import digest_status
 
     rows = digest_status(state.context(), limit=limit)
@@ -217,6 +220,12 @@ def status(state: CliState, limit: int) -> None:
         )
         for reason, n in row.failures:
             click.echo(f"    {n} failed: {reason}")
+        if row.bounce_rate is not None:
+            complaints = f"{row.complaint_rate:.2%}" if row.complaint_rate is not None else "-"
+            click.echo(
+                f"    bounce rate {row.bounce_rate:.1%} ({row.hard_bounces} bounced), "
+                f"complaint rate {complaints} ({row.complaints} complaints)"
+            )
 
 
 @click.command()

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from newsletter.config import Settings
 
 log = logging.getLogger(__name__)
+STOP_GRACE_SECONDS = 5.0  # beyond the SMTP timeout, for the confirmation emails in flight
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -51,11 +52,12 @@ def serve(state: CliState, host: str | None, port: int | None) -> None:
 
     It listens on loopback unless told otherwise; in production put a TLS proxy in front and
     set [web] base_url to its https address. Accounts: `newsletter admin add-user`. The
-    preview reloads by itself when a template, an article or the config file changes.
-    Ctrl-C stops it.
+    preview reloads by itself when a template, an article or the config file changes. It
+    also sends the confirmation emails of sign-ups, in the background. Ctrl-C stops it.
     """
     import uvicorn
 
+    from newsletter.app.confirmations import ConfirmationQueue
     from newsletter.config import is_loopback_host
     from newsletter.web import create_app
 
@@ -93,10 +95,13 @@ def serve(state: CliState, host: str | None, port: int | None) -> None:
         log_level="info" if verbose else "warning",
         access_log=verbose,
         lifespan="off",
-        # X-Forwarded-For is trusted from 127.0.0.1 only (a local reverse proxy), so the
-        # subscribe rate limit counts the real client behind such a proxy.
-        proxy_headers=True,
+        # X-Forwarded-For is read by the app, from [web] trusted_proxies only: uvicorn's
+        # default would trust it from any local process.
+        proxy_headers=False,
     )
+    # Sign-ups are queued by the requests; this thread mails them (and retries).
+    confirmations = ConfirmationQueue(state.context())
+    confirmations.start()
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again for the
     # previous handler: this one, so that stopping the server is a normal exit.
     previous = {sig: signal.signal(sig, _note_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -105,6 +110,7 @@ def serve(state: CliState, host: str | None, port: int | None) -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        confirmations.stop(timeout=settings.smtp.timeout + STOP_GRACE_SECONDS)
     click.echo("stopped")
 
 

@@ -1,8 +1,10 @@
-"""``newsletter subscribers``: add, remove, list, import and export the list."""
+"""``newsletter subscribers``: add, remove, list, import and export the list; show and forget
+one person."""
 
 from __future__ import annotations
 
 import csv
+import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -11,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from newsletter.cli.base import CliState, pass_state
+from newsletter.cli.base import CliState, pass_state, stop_on_signals
 from newsletter.errors import UsageError
 from newsletter.models import SubscriberState
 
@@ -24,7 +26,8 @@ def subscribers() -> None:
     """Manage the subscriber list (states: pending, active, unsubscribed, bounced).
 
     Only active subscribers get digests. An unsubscribed address is never added back by an
-    import; it can only come back through a confirmation email (double opt-in).
+    import; it can only come back through a confirmation email (double opt-in). Addresses
+    that bounced, complained or were forgotten are suppressed: no add or import takes them.
     """
 
 
@@ -46,8 +49,16 @@ def add(state: CliState, email: str, name: str, double_opt_in: bool) -> None:
     """
     from newsletter.app import subscriptions
 
-    added = subscriptions.add(state.context(), email, name, double_opt_in=double_opt_in)
-    sent = "; confirmation email sent" if double_opt_in else ""
+    result = subscriptions.add(state.context(), email, name, double_opt_in=double_opt_in)
+    added, mailed = result.subscriber, result.confirmation
+    sent = ""
+    if mailed is not None:
+        sent = (
+            "; confirmation email sent"
+            if mailed.sent
+            else "; confirmation email queued (it goes out with `newsletter serve` or the next "
+            "send-now)"
+        )
     click.echo(f"added {added.email} ({added.state.value}){sent}")
 
 
@@ -74,18 +85,23 @@ def remove(state: CliState, email: str) -> None:
 )
 @pass_state
 def list_(state: CliState, only: str | None) -> None:
-    """Print every subscriber: email, state, name (tab-separated).
+    """Print every subscriber: email, state, name (tab-separated), and why, when the state
+    has a reason: the server's reply for a bounced address, "complaint" for an address
+    unsubscribed by a spam report.
 
     Control and format characters (escape sequences, bidi overrides) are shown escaped, as
     in \\x1b, never sent to the terminal.
     """
     from newsletter.app import subscriber_list
-    from newsletter.subscriber_rules import printable
 
     count = 0
     wanted = SubscriberState(only) if only else None
-    for email, name, sub_state in subscriber_list.subscribers(state.context(), state=wanted):
-        click.echo(f"{printable(email)}\t{sub_state}\t{printable(name)}")
+    shown = subscriber_list.shown
+    for email, name, sub_state, reason in subscriber_list.subscribers(
+        state.context(), state=wanted
+    ):
+        why = f"\t{shown(reason)}" if reason else ""
+        click.echo(f"{shown(email)}\t{sub_state}\t{shown(name)}{why}")
         count += 1
     click.echo(f"{count} subscribers", err=True)
 
@@ -95,7 +111,7 @@ def list_(state: CliState, only: str | None) -> None:
 @click.option(
     "--double-opt-in",
     is_flag=True,
-    help="Import as pending and email each a confirmation link (over one SMTP connection).",
+    help="Import as pending and email each a confirmation link.",
 )
 @click.option(
     "--report",
@@ -112,24 +128,38 @@ def import_(state: CliState, csv_file: Path, double_opt_in: bool, report_file: P
     --report); the rest are imported. Addresses already on the list are not added twice
     (case does not matter). A file made by 'export' keeps its states, dates and link ids:
     pending stays pending, unsubscribed and bounced addresses stay out, and links in emails
-    already sent keep working. An Excel first line 'sep=;' is honoured.
+    already sent keep working. Suppressed addresses (bounced, complained, forgotten) are
+    refused. An Excel first line 'sep=;' is honoured. Ctrl-C stops after the rows being
+    stored; the confirmation emails already queued go out with the next send or a re-run.
     """
     from newsletter.app import subscriptions
 
     ctx = state.context()
-    with _rejection_sink(report_file) as on_reject, import_progress(csv_file) as progress:
+    with (
+        _rejection_sink(report_file) as on_reject,
+        import_progress(csv_file) as progress,
+        stop_on_signals() as stop,
+    ):
         report, mailed = subscriptions.import_subscribers(
-            ctx, csv_file, double_opt_in=double_opt_in, on_progress=progress, on_reject=on_reject
+            ctx,
+            csv_file,
+            double_opt_in=double_opt_in,
+            on_progress=progress,
+            on_reject=on_reject,
+            stop=stop,
         )
     for note in report.notes:
         click.echo(f"warning: {csv_file}: {note}", err=True)
     _print_import(csv_file, report, report_file)
     if mailed is not None:
         _print_confirmations(mailed)
+    code = stop.exit_code()
+    if code is not None:
+        click.get_current_context().exit(code)
 
 
 def _print_import(csv_file: Path, report: ImportReport, report_file: Path | None) -> None:
-    from newsletter.subscriber_rules import printable
+    from newsletter.app.subscriber_list import shown as printable
 
     if report_file is None:
         for line, reason in report.rejected:
@@ -143,10 +173,10 @@ def _print_import(csv_file: Path, report: ImportReport, report_file: Path | None
     kept = f", {report.kept_out} kept as unsubscribed/bounced" if report.kept_out else ""
     listed = f" (listed in {report_file})" if report_file and report.rejected_count else ""
     export = "; an export: states and dates kept" if report.from_export else ""
+    stopped = " (stopped early: run the same import again for the rest)" if report.stopped else ""
     click.echo(
-        f"imported {report.imported} subscribers{kept}, rejected {report.rejected_count} rows"
-        + listed
-        + export
+        f"imported {report.imported} subscribers{kept}{stopped}, "
+        f"rejected {report.rejected_count} rows" + listed + export
     )
     if report.new_links:
         click.echo(
@@ -181,10 +211,13 @@ def _print_confirmations(mailed: ConfirmationReport) -> None:
     click.echo(f"sent {mailed.sent} confirmation emails")
     for address, reason in mailed.failed:
         click.echo(f"warning: confirmation email to {address} refused: {reason}", err=True)
-    if mailed.unsent:
+    more = mailed.failed_count - len(mailed.failed)
+    if more:
+        click.echo(f"warning: ... and {more} more confirmation emails refused", err=True)
+    if mailed.waiting:
         click.echo(
-            f"warning: {mailed.unsent} confirmation emails were not sent ({mailed.stopped_by}); "
-            "those addresses are pending: send again with 'subscribers add --double-opt-in'",
+            f"warning: {mailed.waiting} confirmation emails are queued, not sent yet; they go "
+            "out with `newsletter serve` or the next send-now (nobody gets one twice)",
             err=True,
         )
 
@@ -253,3 +286,73 @@ def export(state: CliState, output: Path | None) -> None:
         except OSError as exc:
             raise UsageError(f"{output}: cannot write: {exc.strerror}") from exc
     click.echo(f"exported {count} subscribers", err=True)
+
+
+@subscribers.command()
+@click.argument("email")
+@click.option("--json", "as_json", is_flag=True, help="Print it as one JSON object.")
+@pass_state
+def show(state: CliState, email: str, as_json: bool) -> None:
+    """Print everything stored about EMAIL: the subscriber row and attributes, every
+    delivery to them, bounce reports about them, queued sign-up requests and whether the
+    address is suppressed.
+
+    For a request to see one's data (GDPR art. 15).
+    """
+    from newsletter.app import subscriber_list
+
+    found = subscriber_list.show(state.context(), email)
+    if as_json:
+        click.echo(json.dumps(found, ensure_ascii=False, indent=2))
+        return
+    shown = subscriber_list.shown
+    subscriber = found["subscriber"]
+    if subscriber is None:
+        click.echo(f"{shown(found['email'])} is not on the list")
+    else:
+        for key, value in subscriber.items():
+            click.echo(f"{key}: {shown(str(value)) if value is not None else ''}")
+    for delivery in found["deliveries"]:
+        error = f": {shown(delivery['last_error'])}" if delivery["last_error"] else ""
+        click.echo(
+            f"delivery: {delivery['kind']} {delivery['mailing']} {delivery['state']}"
+            f" {delivery['sent_at'] or delivery['updated_at']}{error}"
+        )
+    for report in found["bounce_reports"]:
+        said = f": {shown(report['diagnostic'])}" if report["diagnostic"] else ""
+        click.echo(
+            f"bounce report: {report['outcome']} for mailing {report['mailing']}"
+            f" {report['processed_at']} (by {report['matched_by']}){said}"
+        )
+    for request in found["signup_requests"]:
+        click.echo(f"sign-up request: {request['requested_at']} name {shown(request['name'])!r}")
+    if found["suppressed"]:
+        entry = found["suppressed"]
+        click.echo(f"suppressed: {entry['reason']} since {entry['since']}")
+
+
+@subscribers.command()
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_state
+def forget(state: CliState, email: str, yes: bool) -> None:
+    """Delete everything stored about EMAIL (GDPR art. 17): the subscriber row, attributes,
+    delivery rows, bounce reports and sign-up requests.
+
+    Only a keyed hash of the address is kept, on the suppression list, so that no import or
+    add brings it back; the person can come back by signing up and confirming themselves.
+    """
+    from newsletter.app import subscriber_list
+
+    if not yes:
+        click.confirm(f"Delete everything stored about {email}?", abort=True)
+    gone = subscriber_list.forget_person(state.context(), email)
+    if not gone.was_listed:
+        click.echo(
+            f"{gone.address} was not on the list; it is now suppressed, so no import adds it"
+        )
+        return
+    click.echo(
+        f"forgot {gone.address}: deleted the subscriber, {gone.deliveries} delivery rows and "
+        f"{gone.requests} sign-up requests; kept a keyed hash so no import adds it back"
+    )

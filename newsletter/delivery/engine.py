@@ -1,9 +1,11 @@
 """The outbox engine: parallel SMTP connections fed from the database, resumable at any point.
 
 One coordinator thread owns the database. Worker threads each own one persistent SMTP
-connection (reused for ``reconnect_after`` messages, replaced after a failure) and send the
-chunks of rows the coordinator hands them; they never touch the database
-(:mod:`newsletter.delivery.worker`).
+connection (reused for ``reconnect_after`` messages, replaced after a failure), pipelined when
+the server offers PIPELINING, and send the chunks of rows the coordinator hands them; they
+never touch the database (:mod:`newsletter.delivery.worker`). Connections come from an
+:class:`~newsletter.delivery.smtp.SmtpConnector` (the caller's, whose first connection was
+opened to check the server, or a new one).
 
 The coordinator works in short transactions that do two things at once: record the outcomes
 the workers reported since the last one, and claim the next rows (``pending -> sending``). A
@@ -19,13 +21,14 @@ misses no ``pending`` one. So the only possible duplicates are the rows caught i
 ``sending``, and there are at most ``2 * connections * claim_batch`` of them at any time
 (64 with the defaults): one chunk being sent and one waiting per connection. Of those, only
 the messages the server had accepted whose outcome was not committed yet really arrive twice:
-about one chunk per connection at most, fewer on a slow server (SIGKILL at 30 % of 2,000
-messages in ``tests/test_delivery_resume.py``: about 44 rows ``sending``, 6 to 8 received
-twice). A smaller ``claim_batch`` lowers both bounds and costs more transactions.
+the ones accepted since the last commit (every chunk, at least every ``TICK_SECONDS``), plus
+at most one per connection whose reply was still on its way. Pipelining does not change
+this: a connection has at most two messages on the wire, and the second one's content has
+not left yet. A smaller ``claim_batch`` lowers both bounds and costs more transactions.
 
-A stop (Ctrl-C, SIGTERM: ``stop.set()``) lets each connection finish the message it is
-sending, returns every other claimed row to ``pending`` and records everything: a clean stop
-leaves no row in ``sending`` and nothing to send twice.
+A stop (Ctrl-C, SIGTERM: ``stop.set()``) lets each connection finish the messages it has on
+the wire (one, or two when pipelining), returns every other claimed row to ``pending`` and
+records everything: a clean stop leaves no row in ``sending`` and nothing to send twice.
 
 Failures
 --------
@@ -36,6 +39,14 @@ sending one recipient's message (an address that cannot be sent, no SMTPUTF8, a 
 ``pause_after_failures`` outcomes in a row that are not a success pause the send (the server
 is down, the credentials were revoked, every recipient is refused): claimed rows go back to
 ``pending`` and the next run resumes.
+
+Throttling
+----------
+A reply asking to slow down (421, or a 4xx saying "rate limit", "too many connections", ...)
+halves the sending rate and the number of connections for the rest of this run; after
+``THROTTLE_QUIET_SECONDS`` without one, they creep back up (:mod:`newsletter.delivery.throttle`).
+``max_per_second`` and ``connections`` stay ceilings. Each change is one log line. A throttled
+message goes back to ``pending`` for a short while and never fails for it.
 """
 
 from __future__ import annotations
@@ -43,7 +54,6 @@ from __future__ import annotations
 import logging
 import queue
 import random
-import smtplib
 import threading
 import time
 from collections import deque
@@ -57,11 +67,19 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 
 from newsletter.config import SmtpSettings
-from newsletter.delivery.ratelimit import RateLimiter
-from newsletter.delivery.worker import Clock, Released, Result, Shared, SmtpWorker
+from newsletter.delivery.smtp import SmtpConnector
+from newsletter.delivery.throttle import AdaptiveThrottle, ThrottleChange
+from newsletter.delivery.worker import (
+    Clock,
+    ConnectionGate,
+    Released,
+    Result,
+    Shared,
+    SmtpWorker,
+)
 from newsletter.errors import StoreError
 from newsletter.message import PreparedMessage
-from newsletter.models import DeliveryState, Recipient
+from newsletter.models import DeliveryState, Recipient, SubscriberState
 from newsletter.store import Store, outbox
 from newsletter.store.outbox import Outcome
 
@@ -71,6 +89,7 @@ FETCH_BATCH = 1000  # due rows read ahead of claiming (kept in memory, never mor
 TICK_SECONDS = 0.05  # outcomes wait at most about this long (or one chunk) to be committed
 WAIT_SLICE_SECONDS = 10.0  # long waits for retries are cut into slices (lock refresh)
 SHUTDOWN_GRACE_SECONDS = 5.0  # on an error, wait this long (plus the SMTP timeout) for workers
+THROTTLE_QUIET_SECONDS = 30.0  # after a throttle reply, this long without one: a step back up
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
@@ -113,7 +132,12 @@ class SendReport:
 
 
 class DeliveryEngine:
-    """Sends one digest's outbox. Create one per send; ``stop`` ends it after in-flight messages."""
+    """Sends one digest's outbox. Create one per send; ``stop`` ends it after in-flight messages.
+
+    ``audience``: the state a subscriber must be in to get the message (``active`` for a
+    digest, ``pending`` for a confirmation email). Without ``wait_for_retries`` the run ends
+    once nothing is due, leaving rows to retry later pending for the next run.
+    """
 
     def __init__(
         self,
@@ -126,8 +150,14 @@ class DeliveryEngine:
         progress: Progress | None = None,
         on_batch: Callable[[], None] | None = None,
         rng: random.Random | None = None,
+        connector: SmtpConnector | None = None,
+        throttle: AdaptiveThrottle | None = None,
+        audience: SubscriberState = SubscriberState.ACTIVE,
+        wait_for_retries: bool = True,
     ) -> None:
         self.store = store
+        self.audience = audience
+        self.wait_for_retries = wait_for_retries
         self.smtp = smtp
         self.message = message
         self.clock = clock
@@ -136,7 +166,14 @@ class DeliveryEngine:
         self.progress = progress or NoProgress()
         self.on_batch = on_batch
         self.rng = rng or random.Random()
-        self.rate = RateLimiter(smtp.max_per_second, stop=self.stop)
+        self.throttle = throttle or AdaptiveThrottle(
+            max_per_second=smtp.max_per_second,
+            connections=smtp.connections,
+            quiet_seconds=THROTTLE_QUIET_SECONDS,
+        )
+        self.gate = ConnectionGate(self.throttle.limits().connections)
+        self.throttle.add_listener(self._throttle_changed)
+        self._digest_id: int | None = None
         self.inbox: queue.SimpleQueue[list[Recipient] | None] = queue.SimpleQueue()
         self.results: deque[Result] = deque()  # appended by workers, drained by the coordinator
         self.wake = threading.Event()  # a worker finished a chunk
@@ -153,7 +190,9 @@ class DeliveryEngine:
             message=message,
             clock=clock,
             rng=self.rng,
-            rate=self.rate,
+            throttle=self.throttle,
+            gate=self.gate,
+            connector=connector or SmtpConnector(smtp),
             stop=self.stop,
             halt=self.halt,
             inbox=self.inbox,
@@ -168,14 +207,21 @@ class DeliveryEngine:
             self._worker_error = exc
         self.halt.set()
 
+    def _throttle_changed(self, change: ThrottleChange) -> None:
+        """One log line per change; the gate follows the connection limit."""
+        self.gate.set_allowed(change.after.connections)
+        level = logging.WARNING if change.slower else logging.INFO
+        log.log(level, "digest %s: %s", self._digest_id, change.describe())
+
     # -- coordinator ----------------------------------------------------------------------
-    def run(self, digest_id: int, *, first_connection: smtplib.SMTP | None = None) -> SendReport:
+    def run(self, digest_id: int) -> SendReport:
         """Send every due row of the digest's outbox, waiting for retries; see ``SendReport``."""
         report = SendReport(digest_id)
+        self._digest_id = digest_id
         now = self.clock()
         with self.store.atomic() as conn:
             report.released_in_flight = outbox.release_in_flight(conn, digest_id, now=now)
-            skipped = outbox.skip_inactive(conn, digest_id, now=now)
+            skipped = outbox.skip_inactive(conn, digest_id, now=now, audience=self.audience)
             counts = outbox.counts(conn, digest_id)
         if report.released_in_flight:
             log.warning(
@@ -188,10 +234,7 @@ class DeliveryEngine:
             log.info("digest %s: skipped %d subscribers who left meanwhile", digest_id, skipped)
         total = sum(counts.values())
         self.progress.start(total, total - counts.get("pending", 0))
-        workers = [
-            SmtpWorker(self.shared, i, first_connection if i == 0 else None)
-            for i in range(self.smtp.connections)
-        ]
+        workers = [SmtpWorker(self.shared, i) for i in range(self.smtp.connections)]
         for worker in workers:
             worker.start()
         try:
@@ -201,6 +244,7 @@ class DeliveryEngine:
         except KeyboardInterrupt:
             # A second Ctrl-C: leave now. Rows still ``sending`` go back to pending next run.
             self.halt.set()
+            self.gate.close()
             for _ in workers:
                 self.inbox.put(None)
             raise
@@ -244,6 +288,7 @@ class DeliveryEngine:
                                 now=max(now, self._due_horizon),
                                 after_id=cursor,
                                 limit=FETCH_BATCH,
+                                audience=self.audience,
                             )
                             if not rows:
                                 exhausted = True
@@ -334,12 +379,16 @@ class DeliveryEngine:
     def _wait_for_retries(self, digest_id: int) -> bool:
         """Block until the next pending row is due; False when none is left (or on stop)."""
         with self._transaction() as conn:
-            skipped = outbox.skip_inactive(conn, digest_id, now=self.clock())
+            skipped = outbox.skip_inactive(
+                conn, digest_id, now=self.clock(), audience=self.audience
+            )
             next_at = outbox.next_retry_at(conn, digest_id)
         if skipped:
             log.info("digest %s: skipped %d subscribers who left meanwhile", digest_id, skipped)
         if next_at is None:
             return False
+        if not self.wait_for_retries and next_at > self.clock():
+            return False  # the next run sends them
         wait = (next_at - self.clock()).total_seconds()
         if wait > 0:
             log.info("digest %s: waiting %.1f s for the next retry", digest_id, wait)
@@ -368,6 +417,7 @@ class DeliveryEngine:
             log.exception("could not record the last outcomes; the next run resends them")
 
     def _stop_workers(self, workers: Sequence[SmtpWorker], *, timeout: float | None) -> None:
+        self.gate.close()  # workers waiting for a connection slot go and find their end
         for _ in workers:
             self.inbox.put(None)
         for worker in workers:

@@ -15,9 +15,15 @@ Every reply is matched to its command. A message gets exactly one outcome:
   data; ``code`` is None when it could not even be written as SMTP);
 - :class:`Deferred`: not now (4xx to any command, or 5xx to MAIL FROM: a sender problem is
   ours, never the recipient's, so it is retried and counts towards pausing the send);
-- :class:`Unconfirmed`: its commands went out but the connection ended first (dropped, timed
-  out, or the server closed with 421 to an earlier command): it may have been delivered, and
-  the caller sends it again later.
+- :class:`Unconfirmed`: its content and end-of-data dot went out but the connection ended
+  before the reply (dropped, timed out): it may have been delivered, and the caller sends it
+  again later (the one kind of duplicate a resend can make);
+- :class:`NotSent`: the connection ended (dropped, or the server closed with 421 to an earlier
+  command) before its content went out: it was certainly not delivered.
+
+With pipelining, at most two messages per connection are on the wire at any time: one whose
+dot awaits its reply, and the next one's MAIL, RCPT and DATA. Only the first can be
+Unconfirmed.
 
 When every RCPT of a message was refused, what DATA answers is never taken as acceptance: a
 refusal ends the transaction with RSET before the next MAIL, and a 354 (some servers accept
@@ -42,7 +48,8 @@ Stage = Literal["local", "mail", "rcpt", "data", "end"]
 DEFAULT_TIMEOUT_SECONDS = 60.0  # for a client created without a socket timeout
 MAX_COMMAND_OCTETS = 512  # RFC 5321 4.5.3.1.4, CRLF included
 MAX_REPLY_CHARS = 500  # a reply is stored and logged: keep it one readable line
-_NOT_ON_COMMAND_LINE = frozenset("\r\n\0<>")
+_NOT_ON_COMMAND_LINE = frozenset("\r\n\0")
+_PATH_BREAKERS = frozenset('<>"')  # only inside a quoted local part
 _EOL = re.compile(rb"\r\n|\r|\n")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -53,6 +60,8 @@ class OutgoingMessage:
 
     ``smtputf8``: the addresses need SMTPUTF8 (the caller decides, from the addresses and
     whether the server offers it); without it, a non-ASCII address is refused locally.
+    ``crlf``: the caller built ``data`` with CRLF line ends only, so the three passes over it
+    that would find (and repair) a bare CR or LF are skipped.
     """
 
     id: int
@@ -60,6 +69,7 @@ class OutgoingMessage:
     recipient: str
     data: bytes
     smtputf8: bool = False
+    crlf: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,13 +111,21 @@ class Deferred:
 
 @dataclass(frozen=True, slots=True)
 class Unconfirmed:
-    """Sent in part or whole, but the connection ended before its final reply."""
+    """Sent whole, but the connection ended before its final reply: it may have arrived."""
 
     id: int
     reason: str
 
 
-Outcome = Accepted | Refused | Deferred | Unconfirmed
+@dataclass(frozen=True, slots=True)
+class NotSent:
+    """The connection ended before the content went out: it certainly did not arrive."""
+
+    id: int
+    reason: str
+
+
+Outcome = Accepted | Refused | Deferred | Unconfirmed | NotSent
 _Kind = Literal["rset", "mail", "rcpt", "data", "end", "dot"]
 _GROUP: tuple[_Kind, _Kind, _Kind] = ("mail", "rcpt", "data")
 
@@ -167,6 +185,7 @@ class SmtpSession:
         self.pipelining = pipelining and esmtp and client.has_extn("pipelining")
         self._size = esmtp and client.has_extn("size")
         self._smtputf8 = esmtp and client.has_extn("smtputf8")
+        self._8bitmime = esmtp and client.has_extn("8bitmime")
         self._held: _Round = _Round()  # a body (or a lone dot) owed to the server, not yet sent
         self._rset_needed = False  # a transaction is open that no end of data closed
         self.closed_reason: str | None = None
@@ -175,6 +194,11 @@ class SmtpSession:
     def open(self) -> bool:
         """False once the connection was lost or closed by the server: make a new session."""
         return self.closed_reason is None
+
+    @property
+    def offers_smtputf8(self) -> bool:
+        """The server takes SMTPUTF8 (RFC 6531) messages."""
+        return self._smtputf8
 
     def send_all(self, messages: Iterable[OutgoingMessage]) -> Iterator[Outcome]:
         """Each message's outcome, as they become known; flushes after the last message."""
@@ -188,7 +212,7 @@ class SmtpSession:
         if problem is not None:
             return [Refused(message.id, None, problem, "local")]
         if not self.open:
-            return [Unconfirmed(message.id, f"not sent: {self.closed_reason}")]
+            return [NotSent(message.id, f"not sent: {self.closed_reason}")]
         flight = _InFlight(message)
         commands = self._commands(message)
         if self.pipelining:
@@ -207,7 +231,7 @@ class SmtpSession:
             outcomes += self._exchange(_Round([b"RSET\r\n"], [_Expected("rset")]))
         for kind, command in zip(_GROUP, commands, strict=True):
             if not self.open:
-                outcomes.append(Unconfirmed(message.id, f"not sent: {self.closed_reason}"))
+                outcomes.append(NotSent(message.id, f"not sent: {self.closed_reason}"))
                 return outcomes
             outcomes += self._exchange(_Round([command], [_Expected(kind, flight)]))
             if flight.outcome is not None:
@@ -226,7 +250,9 @@ class SmtpSession:
         """Why this message cannot be written as SMTP commands here, or None."""
         for role, address in (("sender", message.sender), ("recipient", message.recipient)):
             if not _NOT_ON_COMMAND_LINE.isdisjoint(address):
-                return f"the {role} address contains a line break, NUL, '<' or '>'"
+                return f"the {role} address contains a line break or NUL"
+            if _breaks_the_path(address):
+                return f"the {role} address has '<', '>' or '\"' outside a quoted local part"
             if not address.isascii() and not message.smtputf8:
                 return f"the {role} address is not ASCII and SMTPUTF8 was not requested"
         if not message.recipient:
@@ -240,8 +266,8 @@ class SmtpSession:
 
     def _commands(self, message: OutgoingMessage) -> tuple[bytes, bytes, bytes]:
         params = f" SIZE={len(message.data)}" if self._size else ""
-        if message.smtputf8:
-            params += " SMTPUTF8"
+        if message.smtputf8:  # UTF-8 headers are 8-bit content too
+            params += " SMTPUTF8" + (" BODY=8BITMIME" if self._8bitmime else "")
         encoding = "utf-8" if message.smtputf8 else "ascii"
         return (
             f"MAIL FROM:<{message.sender}>{params}\r\n".encode(encoding),
@@ -262,7 +288,7 @@ class SmtpSession:
             self._lose(f"connection lost while sending: {_describe(exc)}")
             return self._unconfirm(round_, 0)
         if prepare is not None:  # while the commands travel: off the round trip's critical path
-            prepare.body = wire_body(prepare.message.data)
+            prepare.body = wire_body(prepare.message.data, crlf=prepare.message.crlf)
         for index, expected in enumerate(round_.expected):
             try:
                 code, raw = self.client.getreply()
@@ -290,7 +316,9 @@ class SmtpSession:
                 self._held.chunks.append(b".\r\n")
                 self._held.expected.append(_Expected("dot"))
             else:
-                body = flight.body if flight.body is not None else wire_body(flight.message.data)
+                body = flight.body
+                if body is None:
+                    body = wire_body(flight.message.data, crlf=flight.message.crlf)
                 flight.body = None
                 self._held.chunks.append(body)
                 self._held.expected.append(_Expected("end", flight))
@@ -330,14 +358,32 @@ class SmtpSession:
         self.client.close()
 
     def _unconfirm(self, round_: _Round, start: int) -> list[Outcome]:
-        """Every message of this round from ``start`` on (and held) without an outcome."""
+        """Every message of this round from ``start`` on (and held) without an outcome: those
+        whose end of data was written are unconfirmed, the others were not sent."""
         reason = self.closed_reason or "connection lost"
-        pending = [*round_.expected[start:], *self._take_held().expected]
-        for expected in pending:
+        written = [(e, e.kind == "end") for e in round_.expected[start:]]
+        held = [(e, False) for e in self._take_held().expected]  # bodies that never left
+        for expected, sent in [*written, *held]:
             flight = expected.flight
             if flight is not None and flight.outcome is None:
-                self._decide(flight, Unconfirmed(flight.message.id, reason), round_)
+                kind = Unconfirmed if sent else NotSent
+                self._decide(flight, kind(flight.message.id, reason), round_)
         return round_.outcomes
+
+
+def _breaks_the_path(address: str) -> bool:
+    """A '<' or '>' that would end ``<address>`` early (the server would read another
+    address), or a quote that is not one quoted local part. Inside a quoted local part they
+    are plain characters (RFC 5321 4.1.2: ``"a>b"@example.org`` is one mailbox)."""
+    if "<" not in address and ">" not in address and '"' not in address:
+        return False
+    if not address.startswith('"'):
+        return True
+    i = 1
+    while i < len(address) and address[i] != '"':
+        i += 2 if address[i] == "\\" else 1  # a quoted pair: the next character is literal
+    domain = address[i + 1 :]
+    return i >= len(address) or not domain.startswith("@") or not _PATH_BREAKERS.isdisjoint(domain)
 
 
 def _refusal(message_id: int, kind: _Kind, code: int, text: str) -> Refused | Deferred:
@@ -348,11 +394,14 @@ def _refusal(message_id: int, kind: _Kind, code: int, text: str) -> Refused | De
     return Deferred(message_id, code, text, stage)
 
 
-def wire_body(data: bytes) -> bytes:
-    """``data`` as DATA content: CRLF line ends, dot-stuffed, ending with CRLF ``.`` CRLF."""
-    crlf = data.count(b"\r\n")
-    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:  # bare CR or LF: never on the wire
-        data = _EOL.sub(b"\r\n", data)
+def wire_body(data: bytes, *, crlf: bool = False) -> bytes:
+    """``data`` as DATA content: CRLF line ends, dot-stuffed, ending with CRLF ``.`` CRLF.
+
+    ``crlf``: ``data`` is known to have CRLF line ends only; otherwise they are checked.
+    """
+    pairs = 0 if crlf else data.count(b"\r\n")
+    if not crlf and (data.count(b"\n") != pairs or data.count(b"\r") != pairs):
+        data = _EOL.sub(b"\r\n", data)  # a bare CR or LF never goes on the wire
     stuffed = data.replace(b"\n.", b"\n..")
     if stuffed[:1] == b".":
         stuffed = b"." + stuffed

@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import re
 import smtplib
 import socket
 import ssl
+import threading
+import time
 from dataclasses import dataclass
 
 from newsletter.config import SmtpSettings
 from newsletter.errors import DeliveryError
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+IDLE_CHECK_SECONDS = 10.0  # a connection idle this long is checked with NOOP before reuse
+
+
+class ConnectFailed(DeliveryError):
+    """No usable connection (unreachable, refused, bad login); ``code`` and ``text`` are the
+    server's reply when it gave one (a ``421 too many connections`` greeting, say)."""
+
+    def __init__(self, message: str, code: int | None = None, text: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.text = text
 
 
 def _where(settings: SmtpSettings) -> str:
@@ -32,9 +48,10 @@ def connect(settings: SmtpSettings) -> smtplib.SMTP:
             client.starttls(context=ssl.create_default_context())
             client.ehlo()
     except (OSError, smtplib.SMTPException) as exc:
-        raise DeliveryError(
+        raise ConnectFailed(
             f"cannot connect to the SMTP server {_where(settings)}: {_describe(exc)} "
-            "(check [smtp] host, port and security)"
+            "(check [smtp] host, port and security)",
+            *_reply(exc),
         ) from exc
     if settings.username:
         password = settings.password.get_secret_value() if settings.password else ""
@@ -42,15 +59,64 @@ def connect(settings: SmtpSettings) -> smtplib.SMTP:
             client.login(settings.username, password)
         except smtplib.SMTPAuthenticationError as exc:
             close_quietly(client)
-            raise DeliveryError(
+            raise ConnectFailed(
                 f"the SMTP server {_where(settings)} rejected the login for {settings.username!r}: "
                 f"{exc.smtp_code} {_text(exc.smtp_error)} "
                 "(check [smtp] username and password, or NEWSLETTER_SMTP__PASSWORD)"
             ) from exc
         except (OSError, smtplib.SMTPException) as exc:
             close_quietly(client)
-            raise DeliveryError(f"cannot log in to {_where(settings)}: {_describe(exc)}") from exc
+            raise ConnectFailed(
+                f"cannot log in to {_where(settings)}: {_describe(exc)}", *_reply(exc)
+            ) from exc
     return client
+
+
+def is_alive(client: smtplib.SMTP) -> bool:
+    """NOOP answered 250: the server has not dropped this (idle) connection."""
+    try:
+        return client.noop()[0] == 250
+    except (OSError, smtplib.SMTPException):
+        return False
+
+
+class SmtpConnector:
+    """Opens the connections of one send: ``open`` gives a new connection each time.
+
+    ``check`` opens the first one at once, so a wrong host or password stops the send before
+    any row is touched; that connection is not wasted, the first ``open`` returns it (checked
+    with NOOP if it sat idle). ``close`` closes it if nobody took it. Thread-safe.
+    """
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+        self._spare: smtplib.SMTP | None = None
+        self._spare_since = 0.0
+        self._lock = threading.Lock()
+
+    def check(self) -> None:
+        """Connect (and log in) now; ``ConnectFailed`` with one line saying what to check."""
+        with self._lock:
+            if self._spare is None:
+                self._spare = connect(self.settings)
+                self._spare_since = time.monotonic()
+
+    def open(self) -> smtplib.SMTP:
+        """A connected, greeted and authenticated client; ``ConnectFailed`` if there is none."""
+        with self._lock:
+            spare, self._spare = self._spare, None
+            idle = time.monotonic() - self._spare_since
+        if spare is not None:
+            if idle <= IDLE_CHECK_SECONDS or is_alive(spare):
+                return spare
+            drop(spare)
+        return connect(self.settings)
+
+    def close(self) -> None:
+        """Close the connection ``check`` opened if no ``open`` took it."""
+        with self._lock:
+            spare, self._spare = self._spare, None
+        close_quietly(spare)
 
 
 class SmtpUtf8Unsupported(smtplib.SMTPNotSupportedError):
@@ -76,10 +142,7 @@ def send_message(
     options = ""
     if smtputf8:
         if not client.has_extn("smtputf8"):
-            raise SmtpUtf8Unsupported(
-                f"the server does not offer SMTPUTF8, which the address {recipient!r} needs "
-                "(its local part is not ASCII)"
-            )
+            raise SmtpUtf8Unsupported(smtputf8_refusal(recipient))
         options = " SMTPUTF8" + (" BODY=8BITMIME" if client.has_extn("8bitmime") else "")
     client.command_encoding = "utf-8" if smtputf8 else "ascii"
     if client.does_esmtp and client.has_extn("size"):
@@ -110,6 +173,14 @@ def send_message(
         raise smtplib.SMTPDataError(code, reply)
 
 
+def smtputf8_refusal(recipient: str) -> str:
+    """Why a message to ``recipient`` (a non-ASCII local part) cannot go to this server."""
+    return (
+        f"the server does not offer SMTPUTF8, which the address {recipient!r} needs "
+        "(its local part is not ASCII)"
+    )
+
+
 def _abort(client: smtplib.SMTP, code: int) -> None:
     """After a refusal: 421 means the server is closing; otherwise end the transaction."""
     if code == 421:
@@ -138,8 +209,16 @@ def drop(client: smtplib.SMTP | None) -> None:
 
 
 def _text(raw: bytes | str) -> str:
+    """A server's reply as one line without control characters (it is shown and logged)."""
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-    return " ".join(text.split())
+    return _CONTROL.sub("", " ".join(text.split()))
+
+
+def _reply(exc: BaseException) -> tuple[int | None, str]:
+    """The server's reply carried by an smtplib error, if it carries one."""
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return exc.smtp_code, _text(exc.smtp_error)[:500]
+    return None, ""
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,17 +1,23 @@
 """Adaptive throttling: send slower when the SMTP server says we are too fast (AIMD).
 
-Providers answer a sender that goes too fast with 421/451/454, sometimes with "rate limit" or
-"too many connections" in the text. On such a reply :class:`AdaptiveThrottle` halves the
-allowed rate and the allowed number of connections (floors: ``min_per_second`` and one
-connection), and after each quiet period without one it adds a step back (a tenth of the
-ceiling to the rate, one connection), up to the configured ``max_per_second`` and
-``connections``, which stay ceilings. Throttle replies to messages that were already in flight
-when it slowed down (within ``cooldown_seconds``) do not halve again.
+Providers answer a sender that goes too fast with 421 (closing the connection), or with a
+451/450/454 that says so ("rate limit", "too many connections", "throttling", "try again
+later"). Only those count: a 451 "mailbox busy" or a 454 "TLS not available" is one message's
+or one setting's problem, not a request to slow down (the caller retries it with backoff and
+gives up after a while, which it never does for a throttled message). On a throttle reply
+:class:`AdaptiveThrottle` halves the allowed rate and the allowed number of connections
+(floors: ``min_per_second`` and one connection; a reply that only says "too many
+connections" or "sessions" halves the connections alone: it is no request to send fewer
+messages), and after each quiet period without one it
+adds a step back (a tenth of the ceiling to the rate, one connection), up to the configured
+``max_per_second`` and ``connections``, which stay ceilings. Throttle replies to messages that
+were already in flight when it slowed down (within ``cooldown_seconds``) do not halve again.
 
 It only decides: ``reserve`` returns how long to wait before the next message (the caller
 waits, and can be interrupted meanwhile), ``limits().connections`` says how many connections
-may be open, and every change is reported once through ``on_change`` so the caller can log
-one line. The clock is injected; all methods are thread-safe.
+may be open, and every change is reported once to each listener (``on_change``,
+``add_listener``) so the caller can log one line. The clock is injected; all methods are
+thread-safe.
 """
 
 from __future__ import annotations
@@ -23,17 +29,18 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-THROTTLE_CODES = frozenset({421, 451, 454})
+THROTTLE_CODES = frozenset({421})  # "service not available, closing": also too many sessions
 _THROTTLE_TEXT = re.compile(
     r"too many (?:connections|sessions|messages|mails|recipients)|rate.?limit|throttl"
     r"|try again later|slow down",
     re.IGNORECASE,
 )
+_CONNECTIONS_TEXT = re.compile(r"too many (?:connections|sessions)", re.IGNORECASE)
 RATE_WINDOW_SECONDS = 1.0  # the sending rate before the first throttle is measured over this
 
 
 def is_throttle_reply(code: int | None, text: str) -> bool:
-    """True for a reply that asks us to slow down: 421/451/454, or a 4xx that says so."""
+    """True for a reply that asks us to slow down: 421, or any 4xx whose text says so."""
     if code is None or not 400 <= code < 500:
         return False
     return code in THROTTLE_CODES or _THROTTLE_TEXT.search(text) is not None
@@ -100,7 +107,7 @@ class AdaptiveThrottle:
         self.max_per_second = max_per_second
         self.max_connections = connections
         self._clock = clock
-        self._on_change = on_change
+        self._listeners: list[Callable[[ThrottleChange], None]] = [on_change] if on_change else []
         self._floor = min(min_per_second, max_per_second) if max_per_second else min_per_second
         self._quiet = quiet_seconds
         self._cooldown = cooldown_seconds
@@ -112,6 +119,11 @@ class AdaptiveThrottle:
         self._recent: deque[float] = deque()  # send times within RATE_WINDOW_SECONDS
         self._last_decrease: float | None = None
         self._last_event = 0.0  # last throttle reply or change: starts the quiet period
+
+    def add_listener(self, on_change: Callable[[ThrottleChange], None]) -> None:
+        """Also report every change to ``on_change`` (called outside the lock)."""
+        with self._lock:
+            self._listeners.append(on_change)
 
     def limits(self) -> Limits:
         """The limits now (after any step back up that is due)."""
@@ -140,9 +152,11 @@ class AdaptiveThrottle:
         """Feed one SMTP reply; True if it was a throttle reply (the limits may have dropped)."""
         if not is_throttle_reply(code, text):
             return False
+        connections_only = _CONNECTIONS_TEXT.search(text) is not None
         with self._lock:
             now = self._clock()
-            change = self._decrease(now, f"the server answered {code} {text}")
+            reason = f"the server answered {code} {text}"
+            change = self._decrease(now, reason, connections_only=connections_only)
             self._last_event = now
         self._report(change)
         return True
@@ -157,24 +171,31 @@ class AdaptiveThrottle:
         while recent and recent[0] <= start:
             recent.popleft()
 
-    def _decrease(self, now: float, reason: str) -> ThrottleChange | None:
+    def _decrease(
+        self, now: float, reason: str, *, connections_only: bool
+    ) -> ThrottleChange | None:
         if self._last_decrease is not None and now - self._last_decrease < self._cooldown:
             return None  # sent before the last decrease took effect
         before = self._limits
-        current = before.per_second
+        rate = before.per_second if connections_only else self._halved_rate(now)
+        after = Limits(rate, max(1, before.connections // 2))
+        if after == before:
+            return None
+        self._limits = after
+        self._last_decrease = now
+        if rate != before.per_second:
+            self._next_slot = max(self._next_slot, now + 1.0 / (rate or 1.0))
+        return ThrottleChange(before, after, reason)
+
+    def _halved_rate(self, now: float) -> float:
+        current = self._limits.per_second
         if current is None:  # no ceiling: halve what we were actually sending
             self._forget_before(now - RATE_WINDOW_SECONDS)
             current = max(float(len(self._recent)) / RATE_WINDOW_SECONDS, 2 * self._floor)
             if self._unthrottled is None:
                 self._unthrottled = current
                 self._step = current / 10
-        after = Limits(max(self._floor, current / 2), max(1, before.connections // 2))
-        if after == before:
-            return None
-        self._limits = after
-        self._last_decrease = now
-        self._next_slot = max(self._next_slot, now + 1.0 / (after.per_second or 1.0))
-        return ThrottleChange(before, after, reason)
+        return max(self._floor, current / 2)
 
     def _recover(self, now: float) -> ThrottleChange | None:
         before = self._limits
@@ -197,5 +218,7 @@ class AdaptiveThrottle:
 
     # -- outside the lock ---------------------------------------------------------------------
     def _report(self, change: ThrottleChange | None) -> None:
-        if change is not None and self._on_change is not None:
-            self._on_change(change)
+        if change is None:
+            return
+        for listener in list(self._listeners):
+            listener(change)

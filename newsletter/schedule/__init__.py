@@ -4,6 +4,8 @@
   missed-slot decision) and the validated :class:`Schedule`, clock passed in;
 - :mod:`~newsletter.schedule.runner`: runs the due slot once (claimed in the database
   through :mod:`newsletter.app.slots`) and plans retries;
+- :mod:`~newsletter.schedule.bounce_checks`: the bounce mailbox check ``run`` makes every
+  ``[bounces] check_minutes``;
 - :mod:`~newsletter.schedule.service`: the APScheduler 3.x process behind ``newsletter run``.
 """
 

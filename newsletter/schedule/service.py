@@ -15,8 +15,10 @@ from datetime import datetime, timedelta
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 
 from newsletter import app
+from newsletter.schedule.bounce_checks import BounceChecker
 from newsletter.schedule.runner import RETRY_DELAY, SlotRunner
 from newsletter.schedule.timing import Schedule
 
@@ -25,10 +27,13 @@ log = logging.getLogger(__name__)
 DIGEST_JOB = "digest"
 START_JOB = "missed-slot-check"
 RETRY_JOB = "retry"
+BOUNCES_JOB = "bounces"
 
 
 class DigestService:
-    """The scheduler and its jobs: the cron job, a check at start, and retries of a failed slot."""
+    """The scheduler and its jobs: the cron job, a check at start, retries of a failed slot,
+    and, with ``[bounces] mailbox`` set, a bounce mailbox check at start and every
+    ``[bounces] check_minutes``."""
 
     def __init__(
         self,
@@ -52,6 +57,7 @@ class DigestService:
         self.runner = SlotRunner(
             ctx, schedule, stop=stop, on_retry=self._retry_at, retry_delay=retry_delay
         )
+        self.bounces = BounceChecker(ctx, stop=stop) if ctx.settings.bounces.mailbox else None
 
     def start(self, *, paused: bool = False) -> datetime | None:
         """Start the scheduler; returns the next fire time of the digest job."""
@@ -71,6 +77,16 @@ class DigestService:
             id=START_JOB,
             name="missed-slot check at start",
         )
+        if self.bounces is not None:
+            self.scheduler.add_job(
+                self.bounces.run,
+                # From now on, every check_minutes: the first check at start.
+                trigger=IntervalTrigger(minutes=self.bounces.minutes, timezone=self.schedule.zone),
+                next_run_time=datetime.now(self.schedule.zone),
+                id=BOUNCES_JOB,
+                name="bounce mailbox check",
+                max_instances=1,
+            )
         self.scheduler.start(paused=paused)
         job = self.scheduler.get_job(DIGEST_JOB)
         return job.next_run_time if job else None
@@ -100,11 +116,12 @@ def run_until_stopped(
     service = DigestService(ctx, schedule, stop=stop, retry_delay=retry_delay)
     next_run = service.start()
     log.info(
-        "scheduler started: %r in %s, grace period %s min; next slot at %s",
+        "scheduler started: %r in %s, grace period %s min; next slot at %s%s",
         schedule.cron,
         schedule.zone,
         int(schedule.grace.total_seconds() // 60),
         next_run.strftime("%Y-%m-%d %H:%M:%S %Z") if next_run else "never",
+        f"; bounce mailbox checked every {service.bounces.minutes} min" if service.bounces else "",
     )
     try:
         while not stop.wait(timeout=60):

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, func, or_, select
+from sqlalchemy import Connection, select
 
 from newsletter.models import DeliveryState
 from newsletter.store.schema import articles, deliveries, digest_articles, subscribers
-from newsletter.store.subscribers import HARD_BOUNCE_CODES
 
 
 @dataclass(frozen=True)
@@ -65,22 +63,3 @@ def failed_deliveries(
         FailedDelivery(r.id, r.email, r.last_error or "unknown", r.attempts, r.updated_at)
         for r in rows
     ]
-
-
-def hard_bounces(conn: Connection, digest_ids: Sequence[int]) -> dict[int, int]:
-    """Per digest, its deliveries refused at SMTP time because the mailbox does not exist."""
-    counts = dict.fromkeys(digest_ids, 0)
-    if not digest_ids:
-        return counts
-    rows = conn.execute(
-        select(deliveries.c.digest_id, func.count())
-        .where(
-            deliveries.c.digest_id.in_(digest_ids),
-            deliveries.c.state == DeliveryState.FAILED.value,
-            or_(*(deliveries.c.last_error.like(f"5__ {code} %") for code in HARD_BOUNCE_CODES)),
-        )
-        .group_by(deliveries.c.digest_id)
-    )
-    for digest_id, count in rows:
-        counts[digest_id] = count
-    return counts

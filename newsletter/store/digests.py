@@ -13,7 +13,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import Select
 
-from newsletter.models import Article, DigestState, RenderedDigest
+from newsletter.models import Article, DigestState, MailingKind, RenderedDigest
 from newsletter.store.schema import articles, deliveries, digest_articles, digests, stored_text
 
 
@@ -119,6 +119,7 @@ class StoredDigest:
     state: DigestState
     created_at: datetime
     finished_at: datetime | None
+    kind: MailingKind = MailingKind.DIGEST
     archive_key: str | None = None  # what its "View in browser" link names
 
 
@@ -186,6 +187,7 @@ def create_digest(
 def _to_stored(row: Row[Any]) -> StoredDigest:
     data = dict(row._mapping)
     data["state"] = DigestState(data["state"])
+    data["kind"] = MailingKind(data["kind"])
     return StoredDigest(**data)
 
 
@@ -205,12 +207,13 @@ def slot_taken(conn: Connection, slot: str) -> bool:
     return conn.execute(select(digests.c.id).where(digests.c.slot == slot)).first() is not None
 
 
-def unfinished_digest_ids(conn: Connection) -> list[int]:
-    """Digests whose outbox still has work (sending or paused), oldest first."""
+def unfinished_digest_ids(conn: Connection, *, kind: MailingKind = MailingKind.DIGEST) -> list[int]:
+    """Digests (or mailings of ``kind``) whose outbox still has work, oldest first."""
     return list(
         conn.execute(
             select(digests.c.id)
             .where(digests.c.state.in_([DigestState.SENDING.value, DigestState.PAUSED.value]))
+            .where(digests.c.kind == kind.value)
             .order_by(digests.c.id)
         ).scalars()
     )
@@ -228,7 +231,12 @@ def set_digest_state(
 def recent_digests(
     conn: Connection, *, limit: int = 20, sent_only: bool = False
 ) -> list[StoredDigest]:
-    stmt = select(digests).order_by(digests.c.id.desc()).limit(limit)
+    stmt = (
+        select(digests)
+        .where(digests.c.kind == MailingKind.DIGEST.value)
+        .order_by(digests.c.id.desc())
+        .limit(limit)
+    )
     if sent_only:
         stmt = stmt.where(digests.c.state == DigestState.SENT.value)
     return [_to_stored(row) for row in conn.execute(stmt)]
@@ -250,7 +258,8 @@ class DigestSummary:
 def list_digests(conn: Connection, *, sent_only: bool = False) -> list[DigestSummary]:
     """Every digest, newest first, without loading the rendered bodies."""
     columns = [getattr(digests.c, name) for name in DigestSummary.__dataclass_fields__]
-    stmt = select(*columns).order_by(digests.c.id.desc())
+    stmt = select(*columns).where(digests.c.kind == MailingKind.DIGEST.value)
+    stmt = stmt.order_by(digests.c.id.desc())
     if sent_only:
         stmt = stmt.where(digests.c.state == DigestState.SENT.value)
     return [

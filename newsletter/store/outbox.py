@@ -72,9 +72,24 @@ def requeue_failed(conn: Connection, digest_id: int, *, now: datetime) -> int:
     ).rowcount
 
 
-def skip_inactive(conn: Connection, digest_id: int, *, now: datetime) -> int:
-    """Pending rows whose subscriber left (unsubscribed, bounced) since the outbox was made."""
-    inactive = select(subscribers.c.id).where(subscribers.c.state != SubscriberState.ACTIVE.value)
+_SKIPPED = {
+    SubscriberState.ACTIVE: "skipped: the subscriber left before this digest reached them",
+    SubscriberState.PENDING: (
+        "skipped: the address was confirmed or left before this confirmation email reached it"
+    ),
+}
+
+
+def skip_inactive(
+    conn: Connection,
+    digest_id: int,
+    *,
+    now: datetime,
+    audience: SubscriberState = SubscriberState.ACTIVE,
+) -> int:
+    """Pending rows whose subscriber is no longer in the ``audience`` state (left, or for a
+    confirmation email: confirmed or left) since the outbox was made."""
+    inactive = select(subscribers.c.id).where(subscribers.c.state != audience.value)
     return conn.execute(
         update(deliveries)
         .where(
@@ -84,16 +99,23 @@ def skip_inactive(conn: Connection, digest_id: int, *, now: datetime) -> int:
         )
         .values(
             state=DeliveryState.FAILED.value,
-            last_error="skipped: the subscriber left before this digest reached them",
+            last_error=_SKIPPED[audience],
             updated_at=now,
         )
     ).rowcount
 
 
 def fetch_due(
-    conn: Connection, digest_id: int, *, now: datetime, after_id: int, limit: int
+    conn: Connection,
+    digest_id: int,
+    *,
+    now: datetime,
+    after_id: int,
+    limit: int,
+    audience: SubscriberState = SubscriberState.ACTIVE,
 ) -> list[Recipient]:
-    """Pending rows due now with id > ``after_id`` whose subscriber is active, in id order.
+    """Pending rows due now with id > ``after_id`` whose subscriber is in the ``audience``
+    state (active; pending for a confirmation email), in id order.
 
     Rows of subscribers who left stay pending here; ``skip_inactive`` settles them.
     """
@@ -113,7 +135,7 @@ def fetch_due(
             deliveries.c.state == DeliveryState.PENDING.value,
             deliveries.c.id > after_id,
             (deliveries.c.next_attempt_at.is_(None)) | (deliveries.c.next_attempt_at <= now),
-            subscribers.c.state == SubscriberState.ACTIVE.value,
+            subscribers.c.state == audience.value,
         )
         .order_by(deliveries.c.id)
         .limit(limit)

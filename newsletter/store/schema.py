@@ -101,6 +101,9 @@ subscribers = Table(
     # The row id the first release put in links (revision 0002): links already delivered
     # still work, and still name the same person after an export/import. NULL for later rows.
     Column("legacy_id", Integer),
+    # Why the state is what it is, when it says more than the state (revision 0006): the SMTP
+    # reply of a hard bounce, "complaint" for an unsubscribe by a spam report.
+    Column("state_reason", SafeText),
     Index("ix_subscribers_state_id", "state", "id"),
     Index("ix_subscribers_public_id", "public_id", unique=True),
     Index("ix_subscribers_legacy_id", "legacy_id", unique=True),
@@ -158,7 +161,10 @@ digests = Table(
     Column("state", SafeString(16), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("finished_at", UtcDateTime),
-    # What the "View in browser" link in the digest names (revision 0006): random, made before
+    # What the mailing is (revision 0006): "digest", or "confirmation" (double opt-in emails,
+    # sent through the same outbox); lists of digests only show the digests.
+    Column("kind", SafeString(16), nullable=False, server_default="digest"),
+    # What the "View in browser" link in the digest names (revision 0008): random, made before
     # the digest is rendered, when its row id is not known yet. NULL for older digests.
     Column("archive_key", SafeString(32)),
     Index("ix_digests_archive_key", "archive_key", unique=True),
@@ -188,6 +194,8 @@ deliveries = Table(
     Column("sent_at", UtcDateTime),
     UniqueConstraint("digest_id", "subscriber_id"),
     Index("ix_deliveries_digest_state_id", "digest_id", "state", "id"),
+    # One person's deliveries (revision 0006): the confirmation throttle, show and forget.
+    Index("ix_deliveries_subscriber_id", "subscriber_id"),
 )
 
 locks = Table(
@@ -227,7 +235,7 @@ used_tokens = Table(
     Column("used_at", UtcDateTime, nullable=False),
 )
 
-# The operator's web app (revision 0006): accounts, their sessions, and failed-login throttles.
+# The operator's web app (revision 0008): accounts, their sessions, and failed-login throttles.
 admin_users = Table(
     "admin_users",
     metadata,
@@ -256,4 +264,45 @@ login_failures = Table(
     Column("failures", Integer, nullable=False),
     Column("last_failure_at", UtcDateTime, nullable=False),
     Column("blocked_until", UtcDateTime, nullable=False),
+)
+
+# Addresses that must not be made active again by an import or ``add`` (revision 0006): a
+# keyed hash of the normalized address, never the address (see subscribers/suppression.py).
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("address_hash", SafeString(64), primary_key=True),
+    Column("reason", SafeString(16), nullable=False),  # bounced, complained, forgotten
+    Column("suppressed_at", UtcDateTime, nullable=False),
+)
+
+# Sign-up requests from the public form and API, queued as they arrive (revision 0006): the
+# request only records them; the confirmation queue decides and mails (app/confirmations.py).
+signup_requests = Table(
+    "signup_requests",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("email", SafeString(320), nullable=False),  # normalized
+    Column("name", SafeString(200), nullable=False, default=""),
+    Column("requested_at", UtcDateTime, nullable=False),
+)
+
+# Each message read from the bounce mailbox, recorded once under its mailbox key before it is
+# marked done there (revision 0007): what it meant and which delivery it named. Soft bounces
+# are counted and bounce and complaint rates computed from these rows; ``subscribers forget``
+# deletes a person's rows.
+bounce_reports = Table(
+    "bounce_reports",
+    metadata,
+    Column("message_key", SafeString(1000), primary_key=True),  # maildir:NAME, imap:FOLDER:...
+    Column("processed_at", UtcDateTime, nullable=False),
+    # hard, soft, refused, complaint, ignored, or unmatched (a report naming no delivery)
+    Column("outcome", SafeString(16), nullable=False),
+    Column("digest_id", Integer, ForeignKey("digests.id")),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id")),
+    Column("matched_by", SafeString(16)),  # verp, message-id or recipient
+    Column("status", SafeString(16)),  # the RFC 3463 code, "5.1.1"
+    Column("diagnostic", SafeText),  # the remote server's words (only for a matched report)
+    Index("ix_bounce_reports_subscriber", "subscriber_id", "outcome", "processed_at"),
+    Index("ix_bounce_reports_digest", "digest_id", "outcome"),
 )

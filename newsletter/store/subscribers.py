@@ -1,4 +1,7 @@
-"""Subscriber rows: add, look up, change state, stream in batches; one-time link tokens."""
+"""Subscriber rows: add, look up, change state, stream in batches; one-time link tokens.
+
+Rows only: which state changes are allowed is :mod:`newsletter.subscribers.lifecycle`.
+"""
 
 from __future__ import annotations
 
@@ -161,9 +164,11 @@ def set_state(
     *,
     now: datetime,
     only_from: Sequence[SubscriberState] | None = None,
+    reason: str | None = None,
 ) -> bool:
-    """Move a subscriber to ``state``; with ``only_from``, only from those states. True if moved."""
-    values: dict[str, object] = {"state": state.value, "updated_at": now}
+    """Move a subscriber to ``state`` (with ``reason``, or none); with ``only_from``, only from
+    those states. True if moved. The rules are in :mod:`newsletter.subscribers.lifecycle`."""
+    values: dict[str, object] = {"state": state.value, "updated_at": now, "state_reason": reason}
     if state is SubscriberState.UNSUBSCRIBED:
         values["unsubscribed_at"] = now
     if state is SubscriberState.ACTIVE:
@@ -185,6 +190,7 @@ def update_pending(
             name=name,
             attrs=json.dumps(attrs, ensure_ascii=False, sort_keys=True),
             state=SubscriberState.PENDING.value,
+            state_reason=None,
             updated_at=now,
         )
     )
@@ -206,27 +212,33 @@ def iter_all(
         last_id = batch[-1].id
 
 
-# Permanent replies that say the mailbox itself is gone (RFC 3463 enhanced status codes):
-# 5.1.1 bad mailbox, 5.1.10 null MX, 5.2.1 mailbox disabled. Other 5xx (policy, content,
-# our own reputation) fail the delivery but say nothing about the address.
-HARD_BOUNCE_CODES = ("5.1.1", "5.1.10", "5.2.1")
-
-
-def mark_hard_bounces(conn: Connection, digest_id: int, *, now: datetime) -> int:
-    """Subscribers whose delivery of this digest got a hard bounce become ``bounced``."""
-    bounced_deliveries = select(deliveries.c.subscriber_id).where(
-        deliveries.c.digest_id == digest_id,
-        deliveries.c.state == "failed",
-        or_(*(deliveries.c.last_error.like(f"5__ {code} %") for code in HARD_BOUNCE_CODES)),
-    )
-    return conn.execute(
-        update(subscribers)
+def failed_with_codes(
+    conn: Connection, digest_id: int, codes: Sequence[str], *, state: SubscriberState
+) -> list[tuple[int, str]]:
+    """``(subscriber id, SMTP reply)`` of the subscribers in ``state`` whose delivery of this
+    digest failed with a reply carrying one of the enhanced status ``codes``."""
+    found = conn.execute(
+        select(deliveries.c.subscriber_id, deliveries.c.last_error)
+        .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
         .where(
-            subscribers.c.id.in_(bounced_deliveries),
-            subscribers.c.state == SubscriberState.ACTIVE.value,
+            deliveries.c.digest_id == digest_id,
+            deliveries.c.state == "failed",
+            or_(*(deliveries.c.last_error.like(f"5__ {code} %") for code in codes)),
+            subscribers.c.state == state.value,
         )
-        .values(state=SubscriberState.BOUNCED.value, updated_at=now)
-    ).rowcount
+        .order_by(deliveries.c.subscriber_id)
+    )
+    return [(subscriber_id, error or "") for subscriber_id, error in found]
+
+
+def row_by_email(conn: Connection, email: str) -> Row[tuple[object, ...]] | None:
+    """The whole stored row of one address (every column), for ``subscribers show``."""
+    return conn.execute(select(subscribers).where(subscribers.c.email == email)).first()
+
+
+def delete_subscriber(conn: Connection, subscriber_id: int) -> bool:
+    """Delete the row; its deliveries must be gone first (``subscribers forget``)."""
+    return conn.execute(delete(subscribers).where(subscribers.c.id == subscriber_id)).rowcount == 1
 
 
 def count_by_state(conn: Connection) -> dict[str, int]:

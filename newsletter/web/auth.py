@@ -26,6 +26,7 @@ from newsletter import app
 from newsletter.app import login
 from newsletter.app.login import Session
 from newsletter.web.pages import Pages
+from newsletter.web.ratelimit import ClientAddress
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,6 @@ FORM_EXPIRED = (
 )
 
 Handler = Callable[[Request], Awaitable[Response]]
-
-
-def client_address(request: Request) -> str:
-    """The client as the server sees it (behind a proxy, uvicorn's ``proxy_headers`` set it)."""
-    return request.client.host if request.client else "unknown"
 
 
 def safe_next(value: str | None) -> str:
@@ -76,6 +72,9 @@ class Auth:
 
     def __init__(self, ctx: app.Context, pages: Pages) -> None:
         self.ctx = ctx
+        # Failed logins count per client too: behind a proxy, only [web] trusted_proxies
+        # may say who the client is.
+        self.client = ClientAddress(ctx.settings.web.trusted_proxies)
         self.pages = pages
         self.secure = ctx.settings.web.base_url.startswith("https://")
 
@@ -182,11 +181,11 @@ class Auth:
             self.ctx,
             name,
             fields.get("password", ""),
-            client=client_address(request),
+            client=self.client.of(request),
             device_cookie=request.cookies.get(DEVICE_COOKIE),
         )
         if result.wait_seconds:
-            log.warning("login: delayed for %r from %s", name, client_address(request))
+            log.warning("login: delayed for %r from %s", name, self.client.of(request))
             wait = result.wait_seconds
             error = f"Too many failed attempts: try again in {wait} second{'s' * (wait != 1)}."
             return self._login_form(

@@ -4,7 +4,8 @@ A GET never changes anything (mail scanners follow links): it shows a page whose
 POSTs back to the same URL. A POST whose body has ``List-Unsubscribe=One-Click`` is the
 mailbox provider's one-click unsubscribe (RFC 8058) and gets a short plain answer.
 A tampered, foreign or absurd token gets 400 and an expired confirmation link 410; neither
-changes anything. Unsubscribe links never expire.
+changes anything, and neither does a body over the app's size limit (413, checked first).
+Unsubscribe links never expire.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from __future__ import annotations
 import logging
 
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from newsletter import app
-from newsletter.app import subscriptions
-from newsletter.app.subscriptions import LinkExpired, Outcome
+from newsletter.app import links
+from newsletter.app.links import LinkExpired, Outcome
 from newsletter.errors import TokenError
 from newsletter.models import SubscriberState
 from newsletter.web.pages import Pages
@@ -30,10 +32,16 @@ ONE_CLICK_VALUE = "One-Click"
 
 
 async def _form_fields(request: Request) -> dict[str, str]:
-    """The POSTed form (urlencoded or multipart, as RFC 8058 allows); empty if unreadable."""
+    """The POSTed form (urlencoded or multipart, as RFC 8058 allows); empty if unreadable.
+
+    A body over the app's size limit is not unreadable: the 413 goes out, before anything
+    changes.
+    """
     try:
         async with request.form(max_files=0, max_fields=20) as form:
             return {key: value for key, value in form.items() if isinstance(value, str)}
+    except HTTPException:
+        raise
     except Exception:  # a malformed body is treated as an empty form
         return {}
 
@@ -57,9 +65,7 @@ def routes(ctx: app.Context, pages: Pages) -> list[Route]:
     async def unsubscribe_page(request: Request) -> Response:
         token = request.path_params["token"]
         try:
-            link = await run_in_threadpool(
-                subscriptions.open_link, ctx, token, subscriptions.UNSUBSCRIBE
-            )
+            link = await run_in_threadpool(links.open_link, ctx, token, links.UNSUBSCRIBE)
         except TokenError as exc:
             return link_error(request, exc)
         already = link.subscriber.state is SubscriberState.UNSUBSCRIBED
@@ -77,7 +83,7 @@ def routes(ctx: app.Context, pages: Pages) -> list[Route]:
         fields = await _form_fields(request)
         one_click = fields.get(ONE_CLICK_FIELD) == ONE_CLICK_VALUE
         try:
-            result = await run_in_threadpool(subscriptions.unsubscribe, ctx, token)
+            result = await run_in_threadpool(links.unsubscribe, ctx, token)
         except TokenError as exc:
             if one_click:
                 return PlainTextResponse(str(exc), status_code=_status_for(exc))
@@ -97,9 +103,7 @@ def routes(ctx: app.Context, pages: Pages) -> list[Route]:
     async def confirm_page(request: Request) -> Response:
         token = request.path_params["token"]
         try:
-            link = await run_in_threadpool(
-                subscriptions.open_link, ctx, token, subscriptions.CONFIRM
-            )
+            link = await run_in_threadpool(links.open_link, ctx, token, links.CONFIRM)
         except TokenError as exc:
             return link_error(request, exc)
         state = link.subscriber.state
@@ -115,8 +119,9 @@ def routes(ctx: app.Context, pages: Pages) -> list[Route]:
 
     async def confirm_post(request: Request) -> Response:
         token = request.path_params["token"]
+        await request.body()  # read first: a body over the size limit is a 413, nothing done
         try:
-            result = await run_in_threadpool(subscriptions.confirm, ctx, token)
+            result = await run_in_threadpool(links.confirm, ctx, token)
         except TokenError as exc:
             return link_error(request, exc)
         return pages.render(

@@ -1,12 +1,54 @@
-"""A per-key sliding-window rate limit, in memory (one process), with an injected clock."""
+"""Per-client limits: who the client is behind trusted proxies, and a sliding-window limit.
+
+The limit is in memory (one process) with an injected clock.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+
+from starlette.requests import Request
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ClientAddress:
+    """The client's IP address, from ``X-Forwarded-For`` only when a trusted proxy sent it.
+
+    ``trusted``: the ``[web] trusted_proxies`` networks. From anyone else the header is
+    ignored (a client can write anything there); from a trusted proxy the address is the
+    last one in the header that is not a trusted proxy itself (proxies append what they see).
+    """
+
+    def __init__(self, trusted: Sequence[str]) -> None:
+        self.trusted: list[IpNetwork] = [ipaddress.ip_network(t, strict=False) for t in trusted]
+
+    def _is_trusted(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in network for network in self.trusted)
+
+    def of(self, request: Request) -> str:
+        """The address to count ``request`` against."""
+        peer = request.client.host if request.client else "unknown"
+        if not self.trusted or not self._is_trusted(peer):
+            return peer
+        forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
+        for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+            if self._is_trusted(hop):
+                continue
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer  # not what a proxy writes: count it against the proxy
+        return peer
 
 
 class SlidingWindow:

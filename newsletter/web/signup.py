@@ -1,7 +1,13 @@
-"""Subscribing: a form and a JSON endpoint, rate-limited per IP, double opt-in by email.
+"""Subscribing: a form and a JSON endpoint that only queue the request, double opt-in by email.
 
-Both answer the same whether or not the address is already on the list, so the form cannot
-be used to find out who subscribes.
+Every accepted request gets the same answer at once, whether or not the address is on the
+list and whether or not the mail server is up: the request is only recorded
+(``app.subscriptions.record_signup``) and the confirmation queue mails it later, at most one
+email an hour and a few a day per address. Requests are limited per client address
+(``X-Forwarded-For`` counts only from ``[web] trusted_proxies``). The form is accepted only
+from our own pages (``Origin``/``Referer`` must be ``[web] base_url``'s, or this server's own
+loopback address), the API only as ``application/json`` (which a browser cannot send to
+another site without asking first): another site cannot make its visitors sign up.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -17,47 +24,91 @@ from starlette.routing import Route
 
 from newsletter import app
 from newsletter.app import subscriptions
-from newsletter.errors import DeliveryError, SubscriberError
+from newsletter.config import is_loopback_host
+from newsletter.errors import SubscriberError
 from newsletter.web.pages import Pages
-from newsletter.web.ratelimit import SlidingWindow
+from newsletter.web.ratelimit import ClientAddress, SlidingWindow
 
 log = logging.getLogger(__name__)
 
 HONEYPOT = "website"  # hidden from people; bots that fill every field get a polite no-op
 MAX_FIELD = 400
 CHECK_INBOX = "Check your inbox: we sent you a link to confirm your subscription."
-NOT_SENT = "We could not send the confirmation email just now; please try again later."
+CROSS_SITE = (
+    "This form can only be sent from its own page. Open the subscribe page again and send it "
+    "from there."
+)
+JSON_ONLY = "send the request with Content-Type: application/json"
+# Our own form page must send its Origin (a ``no-referrer`` page would send "null").
+FORM_REFERRER_POLICY = "same-origin"
 
 
-def _client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+def _origin(url: str) -> str | None:
+    """``scheme://host[:port]`` of a URL, the default port left out; None if it has none."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    host = parts.hostname.lower()
+    host = f"[{host}]" if ":" in host else host
+    default = 443 if parts.scheme == "https" else 80
+    return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
 
 
-def _too_many(limiter: SlidingWindow, request: Request) -> float:
-    wait = limiter.hit(_client_ip(request))
-    if wait:
-        log.info("subscribe: rate limit reached for %s", _client_ip(request))
-    return wait
+class SameOrigin:
+    """Whether a form POST comes from one of our pages, by its ``Origin`` (else ``Referer``).
 
+    Accepted: ``[web] base_url``'s origin, and the server's own address when it is loopback
+    (a local ``serve`` or test, reached at 127.0.0.1). A request with neither header, or
+    ``Origin: null``, is refused: browsers send one with every form.
+    """
 
-def _subscribe(ctx: app.Context, email: str, name: str) -> None:
-    result = subscriptions.subscribe(ctx, email, name)
-    log.info("subscribe request for %s (%s)", result.email, "mailed" if result.mailed else "active")
+    def __init__(self, base_url: str) -> None:
+        self.expected = _origin(base_url)
+
+    def __call__(self, request: Request) -> bool:
+        origin = request.headers.get("origin")
+        if origin is None or origin == "null":
+            origin = request.headers.get("referer")
+        claimed = _origin(origin) if origin else None
+        if claimed is None:
+            return False
+        if claimed == self.expected:
+            return True
+        own = request.url.hostname or ""
+        return is_loopback_host(own) and claimed == _origin(str(request.base_url))
 
 
 def routes(ctx: app.Context, pages: Pages, limiter: SlidingWindow) -> list[Route]:
+    client = ClientAddress(ctx.settings.web.trusted_proxies)
+    same_origin = SameOrigin(ctx.settings.web.base_url)
+
+    def too_many(request: Request) -> float:
+        address = client.of(request)
+        wait = limiter.hit(address)
+        if wait:
+            log.info("subscribe: rate limit reached for %s", address)
+        return wait
+
     def form_page(request: Request, *, status: int = 200, **context: Any) -> Response:
         values = {"email": "", "name": "", "error": None, **context}
-        return pages.render(request, "subscribe", status=status, public=True, **values)
+        page = pages.render(request, "subscribe", status=status, public=True, **values)
+        page.headers["Referrer-Policy"] = FORM_REFERRER_POLICY
+        return page
 
     async def show_form(request: Request) -> Response:
         return form_page(request)
 
     async def submit_form(request: Request) -> Response:
+        if not same_origin(request):
+            return form_page(request, status=403, error=CROSS_SITE)
         async with request.form(max_files=0, max_fields=20) as form:
             fields = {k: str(v)[:MAX_FIELD] for k, v in form.items() if isinstance(v, str)}
         email, name = fields.get("email", "").strip(), fields.get("name", "").strip()
-        wait = _too_many(limiter, request)
+        wait = too_many(request)
         if wait:
             return form_page(
                 request,
@@ -69,16 +120,16 @@ def routes(ctx: app.Context, pages: Pages, limiter: SlidingWindow) -> list[Route
         if fields.get(HONEYPOT):
             return pages.render(request, "subscribed", public=True)
         try:
-            await run_in_threadpool(_subscribe, ctx, email, name)
+            await run_in_threadpool(subscriptions.record_signup, ctx, email, name)
         except SubscriberError as exc:
             return form_page(request, status=422, email=email, name=name, error=str(exc))
-        except DeliveryError as exc:
-            log.warning("subscribe: %s", exc)
-            return form_page(request, status=503, email=email, name=name, error=NOT_SENT)
         return pages.render(request, "subscribed", public=True)
 
     async def submit_json(request: Request) -> Response:
-        wait = _too_many(limiter, request)
+        media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media_type != "application/json":
+            return JSONResponse({"error": JSON_ONLY}, status_code=415)
+        wait = too_many(request)
         if wait:
             return JSONResponse(
                 {"error": f"too many requests; try again in {wait:.0f} seconds"},
@@ -87,7 +138,7 @@ def routes(ctx: app.Context, pages: Pages, limiter: SlidingWindow) -> list[Route
             )
         try:
             body = json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # nested too deep, too
             body = None
         if not isinstance(body, dict) or not isinstance(body.get("email"), str):
             return JSONResponse(
@@ -97,12 +148,11 @@ def routes(ctx: app.Context, pages: Pages, limiter: SlidingWindow) -> list[Route
         name = body.get("name")
         name = name if isinstance(name, str) else ""
         try:
-            await run_in_threadpool(_subscribe, ctx, body["email"][:MAX_FIELD], name[:MAX_FIELD])
+            await run_in_threadpool(
+                subscriptions.record_signup, ctx, body["email"][:MAX_FIELD], name[:MAX_FIELD]
+            )
         except SubscriberError as exc:
             return JSONResponse({"error": str(exc)}, status_code=422)
-        except DeliveryError as exc:
-            log.warning("subscribe: %s", exc)
-            return JSONResponse({"error": NOT_SENT}, status_code=503)
         return JSONResponse({"status": "pending", "message": CHECK_INBOX}, status_code=202)
 
     return [

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ssl
 
-from newsletter.bounces.mailboxes.base import MailboxError, MailboxMessage, MailboxReader
+from newsletter.bounces.mailboxes.base import MailboxMessage, MailboxReader
 from newsletter.bounces.mailboxes.imap import PROCESSED_KEYWORD, ImapReader
 from newsletter.bounces.mailboxes.location import (
     ImapLocation,
@@ -21,7 +21,7 @@ from newsletter.bounces.mailboxes.location import (
     parse_mailbox_url,
 )
 from newsletter.bounces.mailboxes.maildir import MaildirReader
-from newsletter.errors import ConfigError
+from newsletter.errors import ConfigError, MailboxError
 
 __all__ = [
     "PROCESSED_KEYWORD",

@@ -8,13 +8,6 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from newsletter.bounces.reports import message_ids, parse_headers
-from newsletter.errors import NewsletterError
-
-
-class MailboxError(NewsletterError):
-    """The bounce mailbox cannot be read (missing folder, server unreachable, login refused)."""
-
-    exit_code = 3
 
 
 @dataclass(frozen=True)

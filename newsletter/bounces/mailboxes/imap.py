@@ -20,13 +20,9 @@ import ssl
 from collections.abc import Iterator
 from typing import Any
 
-from newsletter.bounces.mailboxes.base import (
-    ClosesOnExit,
-    MailboxError,
-    MailboxMessage,
-    first_message_id,
-)
+from newsletter.bounces.mailboxes.base import ClosesOnExit, MailboxMessage, first_message_id
 from newsletter.bounces.mailboxes.location import ImapLocation
+from newsletter.errors import MailboxError
 
 log = logging.getLogger(__name__)
 

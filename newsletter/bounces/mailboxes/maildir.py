@@ -12,12 +12,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from newsletter.bounces.mailboxes.base import (
-    ClosesOnExit,
-    MailboxError,
-    MailboxMessage,
-    first_message_id,
-)
+from newsletter.bounces.mailboxes.base import ClosesOnExit, MailboxMessage, first_message_id
+from newsletter.errors import MailboxError
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from newsletter.personalization import attr_key
 from newsletter.store import Store
 from newsletter.store import subscribers as rows
 from newsletter.store.schema import is_public_id, legacy_id_from
-from newsletter.subscriber_rules import clean_attr, clean_name, normalize_address
+from newsletter.subscribers.addresses import clean_attr, clean_name, normalize_address
 
 EXPORT_COLUMNS = [
     "email",

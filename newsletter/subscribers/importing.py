@@ -1,7 +1,8 @@
 """Importing a subscriber CSV into the store: in batches, with a streamed rejection report.
 
 Rows are committed in batches of ``IMPORT_BATCH``; addresses already on the list are not
-added again (an unsubscribed address stays out). Memory stays flat for any file: the report
+added again (an unsubscribed address stays out), nor are suppressed ones (see
+:func:`newsletter.subscribers.lifecycle.import_refusal`). Memory stays flat for any file: the report
 keeps the first ``MAX_REPORTED`` rejections and counts the rest (``on_reject`` gets every
 one, to write them all to a file). Link ids from an export that already name someone here
 are dropped, so the old links of that row are refused rather than shared.
@@ -10,6 +11,7 @@ are dropped, so the old links of that row are refused rather than shared.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,8 +23,9 @@ from newsletter.errors import UsageError
 from newsletter.models import Subscriber, SubscriberState
 from newsletter.store import Store
 from newsletter.store import subscribers as rows
-from newsletter.subscriber_csv import SubscriberCsv
-from newsletter.subscriber_rules import why_not_added
+from newsletter.subscribers.csv_io import SubscriberCsv
+from newsletter.subscribers.lifecycle import import_refusal
+from newsletter.subscribers.suppression import SuppressionList
 
 IMPORT_BATCH = 1000
 MAX_TRACKED_ADDRESSES = 500_000  # ~60 MB at most for the repeat check
@@ -30,6 +33,9 @@ MAX_REPORTED = 20  # rejections kept in the report; the rest are counted (and pa
 _KEPT_OUT = (SubscriberState.UNSUBSCRIBED, SubscriberState.BOUNCED)
 
 OnReject = Callable[[int, str], None]
+# Called inside each batch's transaction with the subscribers it added as active or pending:
+# what it writes (the confirmation emails it queues) is committed together with them.
+OnAdded = Callable[[Connection, list[Subscriber]], None]
 
 
 @dataclass
@@ -42,6 +48,7 @@ class ImportReport:
     from_export: bool = False  # the file was one of our exports: states and dates kept
     new_links: int = 0  # exported rows whose link id was taken here: old links refused
     notes: list[str] = field(default_factory=list)  # about the header, e.g. ignored columns
+    stopped: bool = False  # stopped early (Ctrl-C): the rest of the file was not read
 
 
 @dataclass(frozen=True)
@@ -58,13 +65,17 @@ class _Import:
         store: Store,
         report: ImportReport,
         *,
+        double_opt_in: bool,
+        suppressions: SuppressionList | None,
         on_reject: OnReject | None,
-        on_batch: Callable[[list[Subscriber]], None] | None,
+        on_added: OnAdded | None,
     ) -> None:
         self.store = store
         self.report = report
+        self.double_opt_in = double_opt_in
+        self.suppressions = suppressions
         self.on_reject = on_reject
-        self.on_batch = on_batch
+        self.on_added = on_added
         self.batch: list[_Row] = []
         self.rejections: list[tuple[int, str]] = []
         self.first_line: dict[str, int] = {}
@@ -83,7 +94,8 @@ class _Import:
 
     def flush(self, now: datetime) -> None:
         """Store the batch (one transaction), then pass on its rejections in line order."""
-        added = self._store(self.batch, now) if self.batch else []
+        if self.batch:
+            self._store(self.batch, now)
         self.batch = []
         report = self.report
         for line, reason in sorted(self.rejections):
@@ -93,10 +105,8 @@ class _Import:
             if self.on_reject is not None:
                 self.on_reject(line, reason)
         self.rejections = []
-        if self.on_batch is not None and added:
-            self.on_batch(added)
 
-    def _store(self, batch: list[_Row], now: datetime) -> list[Subscriber]:
+    def _store(self, batch: list[_Row], now: datetime) -> None:
         by_email: dict[str, _Row] = {}
         for r in batch:  # repeats past the tracked addresses, within this batch
             if r.record.email in by_email:
@@ -105,22 +115,30 @@ class _Import:
             else:
                 by_email[r.record.email] = r
         with self.store.atomic() as conn:
-            known = rows.states_of(conn, list(by_email))
-            for r in by_email.values():
-                if r.record.email in known:
-                    state = SubscriberState(known[r.record.email])
-                    self.reject(r.line, why_not_added(r.record.email, state))
-            fresh = [r.record for r in by_email.values() if r.record.email not in known]
+            emails = list(by_email)
+            known = rows.states_of(conn, emails)
+            suppressed = self.suppressions.find_many(conn, emails) if self.suppressions else {}
+            fresh = []
+            for email, r in by_email.items():
+                state = known.get(email)
+                refusal = import_refusal(
+                    email,
+                    state=SubscriberState(state) if state else None,
+                    suppressed=suppressed.get(email),
+                    double_opt_in=self.double_opt_in,
+                )
+                if refusal is None:
+                    fresh.append(r.record)
+                else:
+                    self.reject(r.line, refusal)
             fresh = self._free_link_ids(conn, fresh)
             rows.insert_records(conn, fresh, now=now)
             kept_out = sum(1 for r in fresh if r.state in _KEPT_OUT)
             self.report.kept_out += kept_out
             self.report.imported += len(fresh) - kept_out
-            if self.on_batch is None:
-                return []
-            return rows.get_many_by_email(
-                conn, [r.email for r in fresh if r.state not in _KEPT_OUT]
-            )
+            if self.on_added is not None:
+                added = [r.email for r in fresh if r.state not in _KEPT_OUT]
+                self.on_added(conn, rows.get_many_by_email(conn, added))
 
     def _free_link_ids(
         self, conn: Connection, records: list[rows.SubscriberRecord]
@@ -149,25 +167,37 @@ def import_csv(
     *,
     now: datetime,
     double_opt_in: bool = False,
+    suppressions: SuppressionList | None = None,
     on_progress: Callable[[int], None] | None = None,
-    on_batch: Callable[[list[Subscriber]], None] | None = None,
+    on_added: OnAdded | None = None,
     on_reject: OnReject | None = None,
+    stop: threading.Event | None = None,
 ) -> ImportReport:
     """Stream a CSV (``email,name`` plus any columns kept as attributes) into the list.
 
     Invalid rows are reported with their line and reason; the rest are imported. Addresses
     already on the list (any state, any case) are not added again: an unsubscribed address
-    stays unsubscribed. New addresses are active, or pending with ``double_opt_in``; an
-    export keeps its own states and dates (and refuses ``double_opt_in``). ``on_batch`` gets
-    the subscribers each batch added (after the commit), ``on_progress`` the lines read,
-    ``on_reject`` every rejected row.
+    stays unsubscribed; nor are addresses on the ``suppressions`` list (None: no list, as in
+    a benchmark's fresh database). New addresses are active, or pending with
+    ``double_opt_in``; an export keeps its own states and dates (and refuses
+    ``double_opt_in``). ``on_added`` is called in each batch's transaction with the
+    subscribers it added as active or pending, ``on_progress`` with the lines read,
+    ``on_reject`` with every rejected row. ``stop`` ends the import after the batch being
+    stored (``stopped``); what was stored stays.
 
     A repeated address is reported with the line it repeats for the first
     ``MAX_TRACKED_ADDRESSES`` addresses; beyond that the database catches repeats.
     """
     report = ImportReport()
     state = SubscriberState.PENDING if double_opt_in else SubscriberState.ACTIVE
-    run = _Import(store, report, on_reject=on_reject, on_batch=on_batch)
+    run = _Import(
+        store,
+        report,
+        double_opt_in=double_opt_in,
+        suppressions=suppressions,
+        on_reject=on_reject,
+        on_added=on_added,
+    )
     try:
         with path.open("rb") as handle:
             source = SubscriberCsv(handle, str(path), state=state, now=now)
@@ -189,6 +219,9 @@ def import_csv(
                     flushed_at = report.lines
                     if on_progress:
                         on_progress(report.lines)
+                    if stop is not None and stop.is_set():
+                        report.stopped = True
+                        break
             report.lines = source.lines_read
             run.flush(now)
     except FileNotFoundError:

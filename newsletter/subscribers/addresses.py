@@ -9,16 +9,18 @@ A-label (punycode) form on the wire.
 Names and attribute values come from CSV files and a public form: control characters (C0,
 C1, DEL), bidi overrides and isolates and other invisible format characters are removed,
 whitespace is collapsed, and the length is capped (``MAX_NAME_CHARS``, ``MAX_ATTR_CHARS``).
+A name typed into the public sign-up form is held to more (:func:`signup_name`): it goes into
+an email to an address nobody has checked yet, so it must not carry links or hidden text.
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 from email_validator import EmailNotValidError, validate_email
 
 from newsletter.errors import SubscriberError
-from newsletter.models import SubscriberState
 from newsletter.personalization import MAX_ATTR_CHARS, MAX_EMAIL_CHARS, MAX_NAME_CHARS
 
 # Joiners are format characters too, but Persian, Indic scripts and emoji sequences need them.
@@ -79,16 +81,29 @@ def normalize_address(raw: str) -> str:
     return unicodedata.normalize("NFC", result.normalized.lower())
 
 
-def why_not_added(address: str, state: SubscriberState) -> str:
-    """Why an address already on the list is not added (again) by ``add`` or an import."""
-    if state is SubscriberState.UNSUBSCRIBED:
-        return (
-            f"{address} unsubscribed earlier and is never re-added silently; "
-            "use --double-opt-in so they confirm themselves"
-        )
-    if state is SubscriberState.BOUNCED:
-        return (
-            f"{address} bounced earlier; use --double-opt-in to check the address with a "
-            "confirmation email"
-        )
-    return f"{address} is already on the list ({state.value})"
+MAX_SIGNUP_NAME_CHARS = 60
+# What makes a name a vehicle for spam: a scheme or "www.", or a token shaped like a domain
+# ("example.com", "пример.рф", also inside an address). "Dr. Who" and "J.R.R. Tolkien" pass.
+_LINK_LIKE = re.compile(
+    r"https?|www\.|://|[^\W_](?:[\w-]*[^\W_])?\.[^\W\d_]{2,}(?![\w-])", re.IGNORECASE
+)
+_LINE_BREAKS = frozenset("\u2028\u2029")
+
+
+def signup_name(raw: str) -> str:
+    """A name from the public sign-up form, or ``SubscriberError`` saying what to change.
+
+    At most ``MAX_SIGNUP_NAME_CHARS`` characters, no control or invisible characters, nothing
+    that reads as a link or a domain: it is put into the greeting and the ``To`` field of a
+    confirmation email to an address nobody has checked yet.
+    """
+    name = clean_name(raw)
+    if any(_is_invisible(c) or c in _LINE_BREAKS for c in raw) or not all(
+        c.isprintable() or c in _KEPT_FORMAT for c in name
+    ):  # also unassigned and private-use code points: nobody can see what they show
+        raise SubscriberError("the name may not contain control or invisible characters")
+    if len(name) > MAX_SIGNUP_NAME_CHARS:
+        raise SubscriberError(f"the name is too long (at most {MAX_SIGNUP_NAME_CHARS} characters)")
+    if _LINK_LIKE.search(name):
+        raise SubscriberError("the name may not contain web addresses or domain names")
+    return name

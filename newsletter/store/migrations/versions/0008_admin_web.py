@@ -1,7 +1,7 @@
 """The operator's web app: admin accounts, sessions, login throttles, archive keys.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0008
+Revises: 0007
 
 Three new tables (``admin_users``, ``admin_sessions``, ``login_failures``) and a nullable
 ``digests.archive_key``: the random key the "View in browser" link of a digest names. Digests
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
