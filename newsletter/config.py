@@ -140,6 +140,9 @@ class WebSettings(Section):
     previous_secrets: tuple[SecretStr, ...] = ()
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    # Sent digests readable by anyone at /archive (and a "View in browser" link in each
+    # digest); false: the archive is for logged-in operators only, and digests carry no link.
+    public_archive: bool = True
     # Ignored since unsubscribe links stopped expiring; still accepted so old files load.
     token_max_age_days: int | None = Field(default=None, ge=1)
     # Reverse proxies (IPs or CIDR networks) whose X-Forwarded-For names the real client; the

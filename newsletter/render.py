@@ -100,9 +100,17 @@ def make_template_environment(
 
 
 def render_digest(
-    articles: Sequence[Article], *, settings: Settings, now: datetime, tokens: TokenSet
+    articles: Sequence[Article],
+    *,
+    settings: Settings,
+    now: datetime,
+    tokens: TokenSet,
+    view_in_browser_url: str | None = None,
 ) -> RenderedDigest:
     """Render the digest once: subject, preheader, CSS-inlined HTML and the text part.
+
+    ``view_in_browser_url`` (the digest's public archive page, the same for everyone) is
+    printed as it is, so the size guarantee counts it exactly; None leaves the link out.
 
     Each part stays under ``settings.digest.max_html_bytes`` with the longest personal values a
     subscriber can have: articles are reduced to summaries, then the oldest to headlines, then
@@ -139,6 +147,7 @@ def render_digest(
             "subscriber": tokens.placeholder(),
             "unsubscribe_url": tokens.token("unsubscribe_url"),
             "web_base_url": base_url,
+            "view_in_browser_url": view_in_browser_url,
             "summaries_only": draft.summaries_only,
         }
 

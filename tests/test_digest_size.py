@@ -10,7 +10,6 @@ article counts, sizes and titles, for our template and a much heavier one.
 from __future__ import annotations
 
 import html
-import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -31,16 +30,12 @@ from newsletter.render import render_digest
 from newsletter.store.schema import articles as article_rows
 from newsletter.store.schema import digest_articles
 from newsletter.subscribers import add_subscriber
-from newsletter.web import create_app
 from tests import longest_values as longest
 from tests import wire
+from tests.admin_login import operator_client
 from tests.conftest import FrozenClock
 from tests.feed_server import FeedServer, Handler, Route
 from tests.smtp_servers import SmtpTestServer
-
-with warnings.catch_warnings():  # starlette prefers httpx2; httpx is what is installed
-    warnings.simplefilter("ignore", UserWarning)
-    from starlette.testclient import TestClient
 
 FIXTURES = Path(__file__).parent / "render_fixtures"
 NOW = datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
@@ -243,7 +238,7 @@ def test_the_preview_says_how_many_articles_are_carried_over(
     carried = len(upcoming.rendered.carried_over)
     assert carried > 0 and upcoming.rendered.size_step is SizeStep.CARRIED_OVER
 
-    page = TestClient(create_app(ctx)).get("/preview").text
+    page = operator_client(ctx).get("/preview").text  # the preview is for operators
 
     assert f"({carried} articles carried over to the next digest)" in page
 

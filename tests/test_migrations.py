@@ -200,21 +200,20 @@ def test_the_upgrade_keeps_every_row_and_gives_each_subscriber_link_ids(release_
 
     assert (result.previous, result.current) == ("0001", latest_revision())
     after = connected(release_url, table_rows)
-    # Revision 0006 adds the (empty) suppression list and sign-up queue, 0007 bounce reports.
+    # Revision 0006 adds the (empty) suppression list and sign-up queue, 0007 bounce reports,
+    # 0008 the (empty) admin accounts.
     added = {"suppressions", "signup_requests", "bounce_reports"}
-    assert set(after) == set(before) - {"schema_version"} | added
+    admin_tables = {"admin_users", "admin_sessions", "login_failures"}
+    assert set(after) == set(before) - {"schema_version"} | added | admin_tables
     assert after["suppressions"] == after["signup_requests"] == after["bounce_reports"] == []
+    assert all(after[table] == [] for table in admin_tables)
     counts = {name: len(rows) for name, rows in after.items()}
     assert counts["subscribers"] == 9 and counts["digests"] == 2 and counts["deliveries"] == 13
-    # Every mailing the first release sent was a digest (revision 0006's kind comes last).
-    assert after["digests"] == [(*row, "digest") for row in before["digests"]]
-    for table in (after.keys() & before.keys()) - {
-        "subscribers",
-        "articles",
-        "digests",
-        "deliveries",
-    }:
-        assert after[table] == before[table], table
+    # Every mailing the first release sent was a digest (revision 0006's kind) and has no
+    # archive key (revision 0008's): both come last.
+    assert after["digests"] == [(*row, "digest", None) for row in before["digests"]]
+    others = (after.keys() & before.keys()) - {"subscribers", "articles", "digests", "deliveries"}
+    for table in others:
         assert after[table] == before[table], table
     # Deliveries keep every value; the lease columns (revision 0009) come last, empty.
     assert [row[:-2] for row in after["deliveries"]] == before["deliveries"]

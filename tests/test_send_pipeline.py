@@ -72,6 +72,7 @@ CAPTIONS_AND_BOILERPLATE = [
 def _normalized(message: EmailMessage) -> str:
     """The received plain-text part with what changes per run replaced by fixed markers."""
     text = wire.body(message, "plain").replace("\r\n", "\n")
+    text = re.sub(r"/archive/d/[A-Za-z0-9_-]{16}", "/archive/d/<key>", text)
     return re.sub(r"/unsubscribe/[A-Za-z0-9_.-]+", "/unsubscribe/<token>", text)
 
 

@@ -18,17 +18,19 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 from newsletter import app
-from newsletter.app import Context
+from newsletter.app import Context, login, users
 from newsletter.app.confirmations import deliver_confirmations
 from newsletter.models import SubscriberState
 from newsletter.store import subscribers as rows
 from newsletter.subscribers import add_subscriber
 from newsletter.web import create_app
+from tests.admin_login import PASSWORD, cheap_passwords
 from tests.browser import chromium, live_server, screenshot
 from tests.conftest import SEEDS
 from tests.smtp_servers import SmtpTestServer
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("cheap_passwords")]
+__all__ = ["cheap_passwords"]
 
 WAIT = 10  # seconds for anything to appear in the browser
 
@@ -49,6 +51,7 @@ def ctx(
 
 @pytest.fixture
 def site(ctx: Context) -> Iterator[str]:
+    users.add_user(ctx, "ada", PASSWORD)
     with live_server(create_app(ctx)) as base:
         yield base
 
@@ -75,9 +78,18 @@ def in_email_frame(driver: WebDriver) -> None:
     wait(driver).until(ec.presence_of_element_located((By.CSS_SELECTOR, "h2.headline")))
 
 
+def log_in(driver: WebDriver, site: str, *, password: str = PASSWORD) -> None:
+    """Fill in and send the login form like a person."""
+    driver.get(f"{site}/login")
+    driver.find_element(By.ID, "username").send_keys("ada")
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.ID, "login-button").click()
+
+
 def test_preview_at_desktop_and_phone_widths(ctx, site, browser):
     upcoming, _ = app.preview_digest(ctx)
     assert upcoming is not None
+    log_in(browser, site)
     browser.get(f"{site}/preview")
     assert browser.find_element(By.ID, "subject").text == upcoming.rendered.subject
     assert "KB" in browser.find_element(By.ID, "size").text
@@ -118,6 +130,7 @@ def test_preview_at_desktop_and_phone_widths(ctx, site, browser):
 
 
 def test_preview_reloads_when_an_article_changes(site, browser, articles):
+    log_in(browser, site)
     browser.get(f"{site}/preview?view=phone")
     wait(browser).until(ec.presence_of_element_located((By.ID, "email-frame")))
     browser.execute_script("window.beforeReload = true")
@@ -206,6 +219,102 @@ def test_archive_in_the_browser(ctx, site, browser, clock):
     assert greeting == "Hello reader,"
     frame_height = browser.find_element(By.ID, "email-frame").size["height"]
     assert frame_height > 1200  # grown to the email's height: no inner scroll bar
+
+
+# --- the admin pages --------------------------------------------------------------------
+
+
+ADMIN_URLS = ["/admin", "/admin/subscribers", "/admin/digests/1", "/preview"]
+
+
+def test_each_admin_url_without_a_session_leads_to_the_login_form(site, browser):
+    for path in ADMIN_URLS:
+        browser.get(site + path)
+        assert browser.current_url.startswith(f"{site}/login?next=")
+        assert browser.find_element(By.TAG_NAME, "h1").text == "Log in"
+
+
+def test_log_in_search_unsubscribe_and_see_the_preview(ctx, site, browser, clock):
+    for n in range(60):
+        add_subscriber(ctx.store, f"reader{n:02d}@example.org", f"Reader {n:02d}", now=clock())
+    add_subscriber(ctx.store, "grace.hopper@example.org", "Grace Hopper", now=clock())
+
+    browser.get(f"{site}/admin/subscribers")  # asked for a private page: the login comes first
+    browser.find_element(By.ID, "username").send_keys("ada")
+    browser.find_element(By.ID, "password").send_keys(PASSWORD)
+    browser.find_element(By.ID, "login-button").click()
+    wait(browser).until(ec.presence_of_element_located((By.ID, "subscribers")))
+    assert browser.current_url == f"{site}/admin/subscribers"
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#subscribers tbody tr")) == 50
+    browser.find_element(By.ID, "older").click()  # the next page, by keyset
+    wait(browser).until(ec.url_contains("before="))
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#subscribers tbody tr")) == 11
+
+    search = browser.find_element(By.ID, "q")
+    search.clear()
+    search.send_keys("hopper")
+    browser.find_element(By.ID, "search-button").click()
+    wait(browser).until(ec.url_contains("q=hopper"))
+    rows = browser.find_elements(By.CSS_SELECTOR, "#subscribers tbody tr")
+    assert [r.get_attribute("data-email") for r in rows] == ["grace.hopper@example.org"]
+    screenshot(browser, "admin_subscribers_search")
+
+    rows[0].find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait(browser).until(ec.presence_of_element_located((By.ID, "notice")))
+    screenshot(browser, "admin_unsubscribed")
+
+    assert browser.find_element(By.ID, "notice").text == "Unsubscribed grace.hopper@example.org."
+    assert state_of(ctx, "grace.hopper@example.org") is SubscriberState.UNSUBSCRIBED
+    assert state_of(ctx, "reader00@example.org") is SubscriberState.ACTIVE
+
+    browser.find_element(By.LINK_TEXT, "Preview").click()
+    in_email_frame(browser)
+    assert browser.find_element(By.CSS_SELECTOR, "p.greeting").text == "Hello Alex Reader,"
+    browser.switch_to.default_content()
+    browser.find_element(By.LINK_TEXT, "Dashboard").click()
+    wait(browser).until(ec.presence_of_element_located((By.ID, "subscriber-counts")))
+    screenshot(browser, "admin_dashboard")
+
+    browser.find_element(By.ID, "logout-button").click()
+    wait(browser).until(ec.url_to_be(f"{site}/login"))
+    browser.get(f"{site}/admin")
+    assert browser.current_url.startswith(f"{site}/login?next=")
+
+
+@pytest.mark.parametrize("token", ["", "forged"], ids=["missing", "wrong"])
+def test_a_form_with_a_missing_or_wrong_csrf_token_is_refused_and_changes_nothing(
+    ctx, site, browser, clock, token
+):
+    add_subscriber(ctx.store, "grace.hopper@example.org", "Grace Hopper", now=clock())
+    log_in(browser, site)
+    wait(browser).until(ec.url_to_be(f"{site}/admin"))
+    browser.get(f"{site}/admin/subscribers?q=grace")
+    browser.execute_script(
+        "document.querySelectorAll('input[name=csrf_token]')"
+        ".forEach(function (field) { field.value = arguments[0]; });",
+        token,
+    )
+
+    browser.find_element(By.CSS_SELECTOR, "#subscribers button[type=submit]").click()
+    wait(browser).until(ec.presence_of_element_located((By.ID, "forbidden")))
+
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Not allowed"
+    assert state_of(ctx, "grace.hopper@example.org") is SubscriberState.ACTIVE
+
+
+def test_repeated_wrong_passwords_make_the_login_wait(site, browser):
+    for _ in range(login.FREE_FAILURES + 1):
+        log_in(browser, site, password="not the password")
+        error = wait(browser).until(ec.presence_of_element_located((By.ID, "login-error")))
+        assert error.text == "Wrong user name or password."
+
+    log_in(browser, site)  # the right password, too soon
+
+    error = wait(browser).until(ec.presence_of_element_located((By.ID, "login-error")))
+    assert error.text.startswith("Too many failed attempts: try again in")
+    screenshot(browser, "login_throttled")
+    browser.get(f"{site}/admin")
+    assert browser.current_url.startswith(f"{site}/login?next=")
 
 
 @pytest.fixture(autouse=True)

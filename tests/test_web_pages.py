@@ -20,6 +20,7 @@ from newsletter.store import digests as digest_rows
 from newsletter.subscribers import add_subscriber
 from newsletter.web import create_app
 from newsletter.web.preview import PREVIEW_VALUES, fingerprint
+from tests.admin_login import cheap_passwords, operator_client
 from tests.conftest import SEEDS, FrozenClock
 from tests.smtp_servers import SmtpTestServer
 
@@ -28,6 +29,8 @@ with warnings.catch_warnings():  # starlette prefers httpx2; httpx is what is in
     from starlette.testclient import TestClient
 
 TOKEN = re.compile(r"NL[0-9a-f]{12}Q")
+pytestmark = pytest.mark.usefixtures("cheap_passwords")  # the preview needs a login
+__all__ = ["cheap_passwords"]
 
 
 @pytest.fixture
@@ -44,7 +47,8 @@ def ctx(make_context: Callable[..., Context], articles: Path) -> Context:
 
 @pytest.fixture
 def client(ctx: Context) -> TestClient:
-    return TestClient(create_app(ctx))
+    """Logged in as an operator: the preview is for operators only."""
+    return operator_client(ctx)
 
 
 def srcdoc(page: str) -> str:
@@ -117,7 +121,7 @@ def test_preview_email_and_text_alone(client):
 def test_preview_with_nothing_new(make_context, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    client = TestClient(create_app(make_context(sources={"articles_dir": str(empty)})))
+    client = operator_client(make_context(sources={"articles_dir": str(empty)}))
 
     page = client.get("/preview")
 
@@ -129,7 +133,7 @@ def test_a_broken_template_shows_one_line_on_the_preview(make_context, articles,
     templates = tmp_path / "templates"
     templates.mkdir()
     (templates / "digest.html.j2").write_text("<p>{{ no_such_variable }}</p>")
-    client = TestClient(create_app(make_context(digest={"templates_dir": str(templates)})))
+    client = operator_client(make_context(digest={"templates_dir": str(templates)}))
 
     page = client.get("/preview")
 
@@ -183,7 +187,7 @@ def test_preview_reads_the_edited_config_again(tmp_path, articles, clock: Frozen
 
     write("First Title")
     ctx = Context.open(load_settings(config), clock=clock)
-    client = TestClient(create_app(ctx))
+    client = operator_client(ctx)
     try:
         assert "First Title" in srcdoc(client.get("/preview").text)
 
@@ -222,7 +226,8 @@ def test_archive_lists_sent_digests_and_shows_each(
     assert html.escape(summary.subject) in listing.text
     assert page.status_code == 200 and html.escape(summary.subject) in page.text
     email = srcdoc(page.text)
-    assert "Hello reader," in email and 'href="#"' in email
+    assert "Hello reader," in email  # neutral values; the unsubscribe link is the sign-up page
+    assert 'href="https://news.example.org/subscribe"' in email
     assert "ada@example.org" not in email and not TOKEN.search(email)
     assert alone.status_code == 200 and "Hello reader," in alone.text
     assert "sandbox" in alone.headers["content-security-policy"]

@@ -16,6 +16,7 @@ import pytest
 
 from newsletter.config import DEFAULT_WEB_SECRET
 from newsletter.inbox import free_port
+from tests.admin_login import PASSWORD, log_in
 from tests.conftest import REPO, SEEDS, Run
 
 STARTUP_TIMEOUT = 15.0
@@ -31,6 +32,15 @@ def test_serve_answers_and_stops_cleanly(tmp_path: Path, stop: signal.Signals):
         NEWSLETTER_DIGEST__MAX_AGE_DAYS="36500",
         NEWSLETTER_WEB__SECRET="serve-test-secret-0123456789",
         NO_PROXY="127.0.0.1",
+    )
+    subprocess.run(
+        [sys.executable, "-m", "newsletter", "admin", "add-user", "ada", "--password-stdin"],
+        cwd=REPO,
+        env=env,
+        input=PASSWORD + "\n",
+        check=True,
+        capture_output=True,
+        text=True,
     )
     process = subprocess.Popen(
         [sys.executable, "-m", "newsletter", "serve", "--port", str(port)],
@@ -51,12 +61,17 @@ def test_serve_answers_and_stops_cleanly(tmp_path: Path, stop: signal.Signals):
                 if process.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"serve did not start: {process.communicate()[1]}")
                 time.sleep(0.1)
-        preview = httpx.get(base + "/preview", timeout=30)
+        with httpx.Client(base_url=base, timeout=30) as client:
+            anonymous = client.get("/preview")
+            login = log_in(client)
+            preview = client.get("/preview")
         one_click = httpx.post(base + "/unsubscribe/bad", data={"List-Unsubscribe": "One-Click"})
     finally:
         process.send_signal(stop)
         out, err = process.communicate(timeout=STARTUP_TIMEOUT)
 
+    assert anonymous.status_code == 303 and anonymous.headers["location"].startswith("/login")
+    assert login.status_code == 303 and login.headers["location"] == "/admin"
     assert index.status_code == 200 and preview.status_code == 200
     assert "The Daily Digest" in preview.text
     assert one_click.status_code == 400
@@ -109,7 +124,7 @@ def test_serve_warns_about_plain_http_and_a_public_host(
 
     lines = err.splitlines()
     assert lines[0].startswith("warning: [web] base_url http://news.example.org is not https")
-    assert lines[1].startswith("warning: listening on 0.0.0.0: the preview of unsent digests")
+    assert lines[1].startswith("warning: listening on 0.0.0.0: logins and admin pages travel")
     assert lines[2].startswith("error: cannot listen on 0.0.0.0:")
 
 
@@ -139,3 +154,17 @@ def test_serve_warns_when_the_default_secret_is_a_previous_one(
     assert err.splitlines()[0].startswith(
         "warning: [web] previous_secrets holds the built-in default: anyone can forge unsubscribe"
     )
+
+
+def test_the_dashboard_gets_the_next_run_of_the_configured_schedule():
+    from datetime import UTC, datetime
+
+    from newsletter.cli.serve import _next_run
+    from newsletter.config import load_settings
+
+    settings = load_settings(None, schedule={"cron": "30 6 * * 1", "timezone": "Europe/Berlin"})
+    friday = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+    found = _next_run(settings)(friday)
+
+    assert found is not None and found.astimezone(UTC) == datetime(2026, 11, 30, 5, 30, tzinfo=UTC)

@@ -8,7 +8,8 @@ test copy), ``resend``, ``status``, ``archive``, ``slots`` (scheduled runs), ``s
 ``confirmations`` (the confirmation emails' queue), ``links`` (unsubscribe and confirm
 links), ``subscriber_list`` (listing, exporting, showing and forgetting people), ``bounces``
 (VERP envelope senders, reading the bounce mailbox), ``database`` (the schema revision and
-upgrades).
+upgrades), ``users`` and ``login`` (the web app's accounts and sessions), ``admin`` (what the
+admin pages show and do).
 """
 
 from newsletter.app.context import Context, utc_now

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from newsletter.app.archive import UNSENT_ARCHIVE_KEY, new_archive_key, view_in_browser_url
 from newsletter.app.context import Context
 from newsletter.errors import SourceError
 from newsletter.models import Article, RenderedDigest
@@ -127,12 +128,14 @@ class NextDigest:
 
     ``selected`` is what selection chose; the render stage may leave some of them out for
     size (``rendered.carried_over``), so ``articles`` are the ones actually included.
+    ``archive_key`` is what its "View in browser" link names, stored with the digest.
     """
 
     articles: list[Article]
     rendered: RenderedDigest
     tokens: TokenSet
     selected: list[Article] = field(default_factory=list)
+    archive_key: str | None = None
 
 
 def _select(ctx: Context, gathered: Gathered) -> list[Article]:
@@ -155,7 +158,15 @@ def next_digest(ctx: Context, *, remember: bool = True) -> tuple[NextDigest | No
     if not selected:
         return None, gathered
     tokens = TokenSet()
-    rendered = render_digest(selected, settings=ctx.settings, now=ctx.clock(), tokens=tokens)
+    # A preview or test copy is never stored: its link names no digest, the same every time.
+    archive_key = new_archive_key() if remember else UNSENT_ARCHIVE_KEY
+    rendered = render_digest(
+        selected,
+        settings=ctx.settings,
+        now=ctx.clock(),
+        tokens=tokens,
+        view_in_browser_url=view_in_browser_url(ctx.settings, archive_key),
+    )
     included = set(rendered.article_keys)
     articles = [a for a in selected if a.key in included]
-    return NextDigest(articles, rendered, tokens, selected), gathered
+    return NextDigest(articles, rendered, tokens, selected, archive_key), gathered

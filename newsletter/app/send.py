@@ -331,7 +331,12 @@ def _create_digest(ctx: Context, upcoming: NextDigest, slot: str | None) -> tupl
     try:
         with ctx.store.atomic() as conn:
             digest_id = digest_rows.create_digest(
-                conn, upcoming.rendered, token_nonce=upcoming.tokens.nonce, slot=slot, now=now
+                conn,
+                upcoming.rendered,
+                token_nonce=upcoming.tokens.nonce,
+                slot=slot,
+                now=now,
+                archive_key=upcoming.archive_key,
             )
             recipients = outbox.create_outbox(conn, digest_id, now=now)
     except digest_rows.DigestConflict as exc:  # rolled back: nothing of it was stored

@@ -28,6 +28,7 @@ COMMANDS = {
     "schedule": "newsletter.cli.schedule:show_schedule",
     "serve": "newsletter.cli.serve:serve",
     "db": "newsletter.cli.db:db",
+    "admin": "newsletter.cli.admin:admin",
 }
 
 

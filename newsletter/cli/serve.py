@@ -11,9 +11,13 @@ from typing import TYPE_CHECKING
 import click
 
 from newsletter.cli.base import CliState, pass_state
-from newsletter.errors import ConfigError, UsageError
+from newsletter.errors import ConfigError, NewsletterError, UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from datetime import datetime
+
+    from newsletter.app import Context
     from newsletter.config import Settings
 
 log = logging.getLogger(__name__)
@@ -43,11 +47,13 @@ def _listen(host: str, port: int) -> socket.socket:
 @click.option("--port", type=click.IntRange(0, 65535), help="Port. Default: [web] port (8000).")
 @pass_state
 def serve(state: CliState, host: str | None, port: int | None) -> None:
-    """Run the web app: preview the next digest, the archive, and the subscribers' pages.
+    """Run the web app: the subscribers' pages, the archive, and behind a login the admin
+    pages and the preview of the next digest.
 
-    It listens on loopback unless told otherwise. The preview reloads by itself when a
-    template, an article or the config file changes. It also sends the confirmation emails
-    of sign-ups, in the background. Ctrl-C stops it.
+    It listens on loopback unless told otherwise; in production put a TLS proxy in front and
+    set [web] base_url to its https address. Accounts: `newsletter admin add-user`. The
+    preview reloads by itself when a template, an article or the config file changes. It
+    also sends the confirmation emails of sign-ups, in the background. Ctrl-C stops it.
     """
     import uvicorn
 
@@ -67,15 +73,21 @@ def serve(state: CliState, host: str | None, port: int | None) -> None:
             click.echo(f"warning: {warning}", err=True)
     if not is_loopback_host(host):
         click.echo(
-            f"warning: listening on {host}: the preview of unsent digests is readable by anyone "
-            "who can reach it; put it behind a proxy that restricts /preview",
+            f"warning: listening on {host}: logins and admin pages travel in clear text unless "
+            "a TLS proxy is in front; set [web] base_url to its https address",
             err=True,
         )
-    app = create_app(state.context())
+    ctx = state.context()
+    app = create_app(ctx, next_run=_next_run(settings))
     sock = _listen(host, port)
+    if not _has_admin_users(ctx):
+        click.echo(
+            "note: nobody can log in to /admin and /preview yet: newsletter admin add-user NAME",
+            err=True,
+        )
     bound_port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    click.echo(f"serving on http://{shown}:{bound_port}/  (preview: /preview); Ctrl-C to stop")
+    click.echo(f"serving on http://{shown}:{bound_port}/  (admin: /admin); Ctrl-C to stop")
     verbose = logging.getLogger("newsletter").getEffectiveLevel() <= logging.DEBUG
     config = uvicorn.Config(
         app,
@@ -100,6 +112,27 @@ def serve(state: CliState, host: str | None, port: int | None) -> None:
             signal.signal(sig, handler)
         confirmations.stop(timeout=settings.smtp.timeout + STOP_GRACE_SECONDS)
     click.echo("stopped")
+
+
+def _has_admin_users(ctx: Context) -> bool:
+    from newsletter.app import users
+
+    return bool(users.list_users(ctx))
+
+
+def _next_run(settings: Settings) -> Callable[[datetime], datetime | None]:
+    """The dashboard's next scheduled run, from ``[schedule]`` (None if it cannot be read)."""
+    from newsletter.schedule import Schedule
+
+    def next_run(now: datetime) -> datetime | None:
+        try:
+            fires = Schedule.from_settings(settings.schedule).next_fires(now, 1)
+        except NewsletterError as exc:
+            log.warning("dashboard: no next run: %s", exc)
+            return None
+        return fires[0] if fires else None
+
+    return next_run
 
 
 def _default_among_previous(settings: Settings) -> str | None:

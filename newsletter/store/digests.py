@@ -120,6 +120,7 @@ class StoredDigest:
     created_at: datetime
     finished_at: datetime | None
     kind: MailingKind = MailingKind.DIGEST
+    archive_key: str | None = None  # what its "View in browser" link names
 
 
 def create_digest(
@@ -129,6 +130,7 @@ def create_digest(
     token_nonce: str,
     slot: str | None,
     now: datetime,
+    archive_key: str | None = None,
 ) -> int:
     """Insert a digest and claim its articles; the database refuses a slot or article twice.
 
@@ -146,6 +148,7 @@ def create_digest(
                 token_nonce=token_nonce,
                 state=DigestState.SENDING.value,
                 created_at=now,
+                archive_key=archive_key,
             )
         ).inserted_primary_key
         assert inserted is not None
@@ -191,6 +194,13 @@ def _to_stored(row: Row[Any]) -> StoredDigest:
 def get_digest(conn: Connection, digest_id: int) -> StoredDigest | None:
     row = conn.execute(select(digests).where(digests.c.id == digest_id)).first()
     return _to_stored(row) if row else None
+
+
+def digest_id_for_archive_key(conn: Connection, archive_key: str) -> int | None:
+    """The digest whose "View in browser" link names ``archive_key``, if any."""
+    return conn.execute(
+        select(digests.c.id).where(digests.c.archive_key == archive_key)
+    ).scalar_one_or_none()
 
 
 def slot_taken(conn: Connection, slot: str) -> bool:

@@ -35,3 +35,9 @@ def save_validators(
                 url=url, etag=etag, last_modified=last_modified, checked_at=now
             )
         )
+
+
+def last_fetched(conn: Connection) -> dict[str, datetime]:
+    """``url -> when it was last fetched without an error`` (by a send or a scheduled run)."""
+    rows = conn.execute(select(feed_state.c.url, feed_state.c.checked_at))
+    return {row.url: row.checked_at for row in rows}

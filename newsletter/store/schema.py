@@ -164,6 +164,10 @@ digests = Table(
     # What the mailing is (revision 0006): "digest", or "confirmation" (double opt-in emails,
     # sent through the same outbox); lists of digests only show the digests.
     Column("kind", SafeString(16), nullable=False, server_default="digest"),
+    # What the "View in browser" link in the digest names (revision 0008): random, made before
+    # the digest is rendered, when its row id is not known yet. NULL for older digests.
+    Column("archive_key", SafeString(32)),
+    Index("ix_digests_archive_key", "archive_key", unique=True),
 )
 
 digest_articles = Table(
@@ -233,6 +237,37 @@ used_tokens = Table(
     metadata,
     Column("token_id", SafeString(100), primary_key=True),  # replay protection for one-time links
     Column("used_at", UtcDateTime, nullable=False),
+)
+
+# The operator's web app (revision 0008): accounts, their sessions, and failed-login throttles.
+admin_users = Table(
+    "admin_users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", SafeString(64), nullable=False, unique=True),
+    Column("password_hash", SafeText, nullable=False),  # argon2id, in its own encoded form
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+admin_sessions = Table(
+    "admin_sessions",
+    metadata,
+    # SHA-256 of the random token in the cookie: the table alone opens no session
+    Column("token_hash", SafeString(64), primary_key=True),
+    Column("user_id", Integer, ForeignKey("admin_users.id"), nullable=False),
+    Column("csrf_token", SafeString(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Index("ix_admin_sessions_user_id", "user_id"),
+)
+
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("key", SafeString(200), primary_key=True),  # "user:<name>", "client:<address>", ...
+    Column("failures", Integer, nullable=False),
+    Column("last_failure_at", UtcDateTime, nullable=False),
+    Column("blocked_until", UtcDateTime, nullable=False),
 )
 
 # Addresses that must not be made active again by an import or ``add`` (revision 0006): a

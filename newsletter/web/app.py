@@ -1,4 +1,5 @@
-"""The local web app: preview, archive, unsubscribe, subscribe and confirm (Starlette)."""
+"""The web app: public pages (archive, unsubscribe, subscribe, confirm) and, behind a login,
+the admin pages and the preview (Starlette)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from newsletter import app
+from newsletter.app.admin import NextRun
 from newsletter.errors import NewsletterError
-from newsletter.web import archive, links, preview, signup
+from newsletter.web import admin, archive, links, preview, signup
+from newsletter.web.auth import Auth
 from newsletter.web.pages import Pages
 from newsletter.web.ratelimit import SlidingWindow
 
@@ -29,13 +32,27 @@ def create_app(
     *,
     subscribe_limit: int = SUBSCRIBE_LIMIT,
     subscribe_window: timedelta = SUBSCRIBE_WINDOW,
+    next_run: NextRun | None = None,
 ) -> Starlette:
-    """The ASGI app for ``ctx``; serve it with uvicorn, test it with Starlette's TestClient."""
+    """The ASGI app for ``ctx``; serve it with uvicorn, test it with Starlette's TestClient.
+
+    ``next_run(now)`` gives the next scheduled run for the dashboard (the CLI passes the
+    ``[schedule]``'s); without it the dashboard shows none. ``app.state.retries`` holds the
+    "retry failed" sends started from the digest pages.
+    """
     pages = Pages(ctx.settings)
+    auth = Auth(ctx, pages)
+    retries = admin.Retries(ctx)
     limiter = SlidingWindow(subscribe_limit, subscribe_window, clock=ctx.clock)
 
     async def index(request: Request) -> Response:
-        return pages.render(request, "index", base_url=ctx.settings.web.base_url)
+        await auth.session(request)
+        return auth.render(
+            request,
+            "index",
+            base_url=ctx.settings.web.base_url,
+            public_archive=ctx.settings.web.public_archive,
+        )
 
     async def not_found(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -53,13 +70,17 @@ def create_app(
 
     routes = [
         Route("/", index, name="index"),
-        *preview.routes(preview.PreviewSource(ctx), pages),
-        *archive.routes(ctx, pages),
+        *auth.routes(),
+        *admin.routes(ctx, auth, retries, next_run=next_run),
+        *preview.routes(preview.PreviewSource(ctx), auth),
+        *archive.routes(ctx, auth),
         *links.routes(ctx, pages),
         *signup.routes(ctx, pages, limiter),
     ]
-    return Starlette(
+    starlette = Starlette(
         routes=routes,
         exception_handlers={HTTPException: not_found, NewsletterError: newsletter_error},
         max_body_size=MAX_BODY_BYTES,
     )
+    starlette.state.retries = retries
+    return starlette

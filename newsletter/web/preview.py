@@ -1,5 +1,7 @@
 """The preview: the next digest as it would be sent, reloaded when its inputs change.
 
+For logged-in operators only (the next digest is not public yet).
+
 The page polls ``/preview/fingerprint`` (a hash of the modification times of the template
 folders, the articles folder and the config file) and reloads itself when it changes. An
 edited config file is read again here, so the preview follows it without a restart.
@@ -24,7 +26,8 @@ from newsletter.app.digest import NextDigest
 from newsletter.app.preview import PREVIEW_VALUES, preview_digest, preview_inputs, sample_copy
 from newsletter.config import Settings, load_settings
 from newsletter.errors import NewsletterError
-from newsletter.web.pages import Pages, email_response
+from newsletter.web.auth import Auth
+from newsletter.web.pages import email_response
 
 VIEWS = {"desktop": 600, "phone": 375}
 POLL_MS = 1500  # how often the page asks for the fingerprint; it backs off to 15 s on errors
@@ -123,7 +126,7 @@ def build_preview(source: PreviewSource) -> Preview:
     )
 
 
-def routes(source: PreviewSource, pages: Pages) -> list[Route]:
+def routes(source: PreviewSource, auth: Auth) -> list[Route]:
     async def page(request: Request) -> Response:
         view = request.query_params.get("view", "desktop")
         view = view if view in VIEWS else "desktop"
@@ -133,7 +136,7 @@ def routes(source: PreviewSource, pages: Pages) -> list[Route]:
             error = None
         except NewsletterError as exc:
             preview, error = None, str(exc)
-        return pages.render(
+        return auth.render(
             request,
             "preview",
             preview=preview,
@@ -161,9 +164,10 @@ def routes(source: PreviewSource, pages: Pages) -> list[Route]:
         stamp = await run_in_threadpool(fingerprint, source.settings())
         return JSONResponse({"fingerprint": stamp}, headers={"Cache-Control": "no-store"})
 
+    guarded = auth.required
     return [
-        Route("/preview", page, name="preview"),
-        Route("/preview/email.html", email_html, name="preview_html"),
-        Route("/preview/email.txt", email_text, name="preview_text"),
-        Route("/preview/fingerprint", current_fingerprint, name="preview_fingerprint"),
+        Route("/preview", guarded(page), name="preview"),
+        Route("/preview/email.html", guarded(email_html), name="preview_html"),
+        Route("/preview/email.txt", guarded(email_text), name="preview_text"),
+        Route("/preview/fingerprint", guarded(current_fingerprint), name="preview_fingerprint"),
     ]

@@ -1,7 +1,7 @@
 """Delivery leases: who claimed a row in sending, and until when.
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 
 Several senders (``newsletter worker`` processes, ``send-now``) can share one digest's
 outbox. A row moved to ``sending`` names its sender (``lease_owner``, ``host:pid:tag``) and
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0007"  # 0008 (admin) is re-chained before this at merge
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
