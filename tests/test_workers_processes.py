@@ -362,7 +362,7 @@ def test_two_workers_together_keep_the_rate_limit_and_the_connection_count(
     tmp_path: Path, pg_url: str
 ):
     handler = RecordingHandler(clock=time.monotonic)
-    rate, count = 20.0, 70
+    rate, count = 20.0, 160  # 8 s: long enough for the second worker to take its share
     with (
         SmtpTestServer(handler) as server,
         fleet(

@@ -7,12 +7,13 @@ lock row (:func:`newsletter.store.locks.register_sender`) for as long as it runs
 Where several senders can deliver at once (PostgreSQL), the live rows are how they share
 ``[smtp] connections`` and ``max_per_second`` (:mod:`newsletter.delivery.shares`): each one
 works out its own share from the same sorted list at every heartbeat. A sender that joins
-takes no share until every other live sender has had a heartbeat since it joined (and so
-has made room for it), or ``JOIN_WAIT_SECONDS`` passed (a sender that did not beat by then
-is stalled, and sends nothing); a sender that leaves deletes its row after its connections
-closed. So, as long as the hosts' clocks agree, the senders together never use more than the
-configured connections and rate. On SQLite, one sender delivers at a time (the send lock)
-and gets the whole; the rows then only tell whether a worker is running.
+takes no share until every other live sender has had a heartbeat two heartbeat intervals
+after it joined (by then each has seen it, taken its smaller share and hung up the connections
+it gave up, if it beats on time), or ``JOIN_WAIT_SECONDS`` passed (a sender that did not
+beat by then is stalled, and sends nothing); a sender that leaves deletes its row after its
+connections closed. So, as long as the hosts' clocks agree, the senders together never use
+more than the configured connections and rate. On SQLite, one sender delivers at a time (the
+send lock) and gets the whole; the rows then only tell whether a worker is running.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from newsletter.store import locks
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 2.0
-JOIN_WAIT_SECONDS = 2 * HEARTBEAT_SECONDS + 1.0
+JOIN_WAIT_SECONDS = 4 * HEARTBEAT_SECONDS + 1.0
 SETTLE_POLL_SECONDS = 0.25  # while joining: how often to look whether the others saw it
 WORKER = "worker"
 
@@ -96,8 +97,10 @@ class SenderPresence:
             assert joined is not None
             others = [row for row in live if row.name != self.name]
             waited = time.monotonic() - self._joined_mono
+            # Two heartbeats after this one joined: the first saw it (each took its smaller
+            # share, and hung up the connections it gave up), the second says that is done.
             self._settled = waited >= JOIN_WAIT_SECONDS or all(
-                row.heartbeat_at >= joined for row in others
+                row.heartbeat_at >= joined + timedelta(seconds=2 * self.every) for row in others
             )
             if not self._settled:  # look again soon
                 self._last_beat = time.monotonic() - self.every + SETTLE_POLL_SECONDS

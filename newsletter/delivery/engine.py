@@ -205,6 +205,7 @@ class DeliveryEngine:
             quiet_seconds=THROTTLE_QUIET_SECONDS,
         )
         self.gate = ConnectionGate(self.throttle.limits().connections)
+        self._allowed = self.throttle.limits().connections  # what the gate was last set to
         self.throttle.add_listener(self._throttle_changed)
         self._digest_id: int | None = None
         self.inbox: queue.SimpleQueue[list[Recipient] | None] = queue.SimpleQueue()
@@ -243,10 +244,20 @@ class DeliveryEngine:
 
     def _throttle_changed(self, change: ThrottleChange) -> None:
         """One log line per change; the gate follows the connection limit."""
-        self.gate.set_allowed(0 if self._no_share else change.after.connections)
+        self._allow(0 if self._no_share else change.after.connections)
         # Slower because another sender took its share is no trouble; a server's reply is.
         level = logging.WARNING if change.slower and not self._sharing else logging.INFO
         log.log(level, "digest %s: %s", self._digest_id, change.describe())
+
+    def _allow(self, connections: int) -> None:
+        """Let this many connections be open. Fewer than before: the connections over it hang up
+        after their chunk, and idle ones are woken (an empty chunk) to hang up now, so the
+        connections this sender gave up are closed soon, not when it next has work."""
+        before = self._allowed
+        self._allowed = connections
+        self.gate.set_allowed(connections)
+        for _ in range(max(0, before - connections)):
+            self.inbox.put([])
 
     def _follow_share(self) -> None:
         """Take this sender's part of the limits when it changed (another sender came or went)."""
@@ -266,7 +277,7 @@ class DeliveryEngine:
                     self.smtp.connections,
                 )
             self._no_share = True
-            self.gate.set_allowed(0)
+            self._allow(0)
             return
         self._no_share = False
         per_second = self.smtp.max_per_second if share is None else share.per_second
@@ -283,7 +294,7 @@ class DeliveryEngine:
             )
         finally:
             self._sharing = False
-        self.gate.set_allowed(self.throttle.limits().connections)
+        self._allow(self.throttle.limits().connections)
 
     # -- coordinator ----------------------------------------------------------------------
     def run(self, digest_id: int) -> SendReport:
