@@ -337,10 +337,12 @@ def test_a_stalled_workers_rows_are_taken_over_once_its_lease_lapses(
 def test_send_now_and_a_worker_deliver_one_digest_together_without_duplicates(
     tmp_path: Path, pg_url: str
 ):
-    handler = PacedHandler(delay=0.002)
+    # About 200 messages a second: the digest lasts long enough for send-now to start, join
+    # the senders and take its share of the connections (a few heartbeats).
+    handler = PacedHandler(delay=0.02)
     with (
         SmtpTestServer(handler) as server,
-        fleet(tmp_path, pg_url, server.port, 800, smtp={"connections": 4}) as team,
+        fleet(tmp_path, pg_url, server.port, 1500, smtp={"connections": 4}) as team,
     ):
         digest_id = team.queue()
         worker = team.start("worker")
