@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench bench-startup clean
+.PHONY: demo test lint bench bench-workers bench-startup clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ lint: $(STAMP)  ## ruff, mypy, and the layering contracts in pyproject.toml (imp
 bench: $(STAMP)  ## delivery throughput against smtp-sink (see README)
 	$(BIN)/python bench/delivery.py $(BENCH_ARGS)
 	$(BIN)/python bench/pipelining.py $(BENCH_RTT_ARGS)
+
+bench-workers: $(STAMP)  ## deliveries/s with 1, 2 and 4 workers on PostgreSQL vs one on SQLite
+	$(BIN)/python bench/workers.py $(BENCH_ARGS)
 
 bench-startup: $(STAMP)  ## newsletter --help / --version start-up time against Python's own
 	$(BIN)/python bench/startup.py $(BENCH_ARGS)

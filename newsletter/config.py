@@ -219,6 +219,9 @@ class ScheduleSettings(Section):
     cron: str = "0 7 * * *"
     timezone: str = "UTC"
     grace_minutes: int = Field(default=360, ge=1)
+    # "self": `run` delivers each digest itself; "workers": it queues the digest and its
+    # outbox, and `newsletter worker` processes deliver it
+    deliver: Literal["self", "workers"] = "self"
 
     @field_validator("timezone")
     @classmethod
@@ -230,6 +233,18 @@ class ScheduleSettings(Section):
                 f"unknown time zone {value!r} (use an IANA name such as Europe/Berlin)"
             ) from None
         return value
+
+
+class WorkersSettings(Section):
+    """Senders sharing a digest (``newsletter worker``, ``send-now``): leases and polling."""
+
+    # A claimed delivery is another sender's to take over this long after its sender was
+    # last heard of (a sender renews its claims every quarter of it)
+    lease_seconds: float = Field(default=60.0, ge=1.0, le=3600.0)
+    # How often an idle worker looks for queued work
+    poll_seconds: float = Field(default=2.0, gt=0, le=300.0)
+    # A worker resumes a paused digest after it has stayed paused this long
+    resume_paused_after_seconds: float = Field(default=300.0, ge=0)
 
 
 class DkimSettings(Section):
@@ -311,6 +326,7 @@ class Settings(BaseSettings):
     digest: DigestSettings = DigestSettings()
     web: WebSettings = WebSettings()
     schedule: ScheduleSettings = ScheduleSettings()
+    workers: WorkersSettings = WorkersSettings()
     dkim: DkimSettings = DkimSettings()
     bounces: BouncesSettings = BouncesSettings()
     logging: LoggingSettings = LoggingSettings()

@@ -212,8 +212,12 @@ def test_the_upgrade_keeps_every_row_and_gives_each_subscriber_link_ids(release_
     # Every mailing the first release sent was a digest (revision 0006's kind) and has no
     # archive key (revision 0008's): both come last.
     assert after["digests"] == [(*row, "digest", None) for row in before["digests"]]
-    for table in (after.keys() & before.keys()) - {"subscribers", "articles", "digests"}:
+    others = (after.keys() & before.keys()) - {"subscribers", "articles", "digests", "deliveries"}
+    for table in others:
         assert after[table] == before[table], table
+    # Deliveries keep every value; the lease columns (revision 0009) come last, empty.
+    assert [row[:-2] for row in after["deliveries"]] == before["deliveries"]
+    assert all(row[-2:] == (None, None) for row in after["deliveries"])
     # Articles keep every value; the one Markdown file without a URL is keyed as today
     # (revision 0005), in its column and in its stored copy.
     renamed = {"file:008_observatory-open-night": "md:008_observatory-open-night"}

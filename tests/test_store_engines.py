@@ -122,10 +122,13 @@ def test_values_of_any_length_we_write_are_kept_whole(store: Store):
         digest_id = new_digest(conn)
         outbox.create_outbox(conn, digest_id, now=NOW)
         [delivery_id] = conn.execute(select(deliveries.c.id)).scalars()
+        lease = NOW + timedelta(minutes=1)
+        outbox.claim(conn, [delivery_id], now=NOW, owner=owner, lease_until=lease)
         outbox.record(
             conn,
             [outbox.Outcome(delivery_id, DeliveryState.SENT, 1, message_id=message_id)],
             now=NOW,
+            owner=owner,
         )
         assert locks.try_acquire(conn, "send", owner, now=NOW, ttl=timedelta(minutes=1)) is None
         assert slots.claim(conn, "2026-11-26T07:00:00+00:00", owner, now=NOW) is None
@@ -208,8 +211,13 @@ def test_any_smtp_reply_text_is_recorded(rolled_back, error, reason):
         digest_id = new_digest(conn)
         outbox.create_outbox(conn, digest_id, now=NOW)
         [delivery_id] = conn.execute(select(deliveries.c.id)).scalars()
+        lease = NOW + timedelta(minutes=1)
+        outbox.claim(conn, [delivery_id], now=NOW, owner="me", lease_until=lease)
         outbox.record(
-            conn, [outbox.Outcome(delivery_id, DeliveryState.FAILED, 1, error=error)], now=NOW
+            conn,
+            [outbox.Outcome(delivery_id, DeliveryState.FAILED, 1, error=error)],
+            now=NOW,
+            owner="me",
         )
         slots.claim(conn, "s", "me", now=NOW)
         slots.finish(conn, "s", "me", outcome=reason, done=True, now=NOW)
@@ -291,7 +299,11 @@ def test_racing_outbox_claims_share_the_rows_without_overlap(store: Store):
         ids = list(conn.execute(select(deliveries.c.id).order_by(deliveries.c.id)).scalars())
 
     claimed: list[set[int]] = _race(
-        store, 4, lambda conn, i: outbox.claim(conn, ids, now=NOW + timedelta(seconds=i))
+        store,
+        4,
+        lambda conn, i: outbox.claim(
+            conn, ids, now=NOW, owner=f"elsewhere:{i}", lease_until=NOW + timedelta(minutes=1)
+        ),
     )
 
     assert sum(len(c) for c in claimed) == len(ids)

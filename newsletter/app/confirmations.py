@@ -33,6 +33,7 @@ from newsletter.app.context import Context
 from newsletter.app.links import CONFIRM_MAX_AGE
 from newsletter.app.send import checked_connector, deliver_digest
 from newsletter.app.send_lock import SendLock, send_lock
+from newsletter.app.senders import SenderPresence
 from newsletter.delivery.engine import SendReport
 from newsletter.errors import NewsletterError, SendInProgress, TemplateError
 from newsletter.models import MailingKind, Subscriber, SubscriberState
@@ -179,7 +180,10 @@ class ConfirmationRun:
 
 
 def deliver_confirmations(
-    ctx: Context, *, stop: threading.Event | None = None
+    ctx: Context,
+    *,
+    stop: threading.Event | None = None,
+    presence: SenderPresence | None = None,
 ) -> ConfirmationRun | None:
     """Queue the sign-up requests, then deliver every unfinished confirmation mailing.
 
@@ -207,7 +211,7 @@ def deliver_confirmations(
             with ctx.store.atomic() as conn:
                 unfinished = digest_rows.unfinished_digest_ids(conn, kind=CONFIRMATION)
             if unfinished and not (stop is not None and stop.is_set()):
-                run.reports = _deliver(ctx, unfinished, lock=lock, stop=stop)
+                run.reports = _deliver(ctx, unfinished, lock=lock, stop=stop, presence=presence)
     except SendInProgress:
         return None
     if run.requests or run.reports:
@@ -221,7 +225,12 @@ def deliver_confirmations(
 
 
 def _deliver(
-    ctx: Context, mailing_ids: Sequence[int], *, lock: SendLock, stop: threading.Event | None
+    ctx: Context,
+    mailing_ids: Sequence[int],
+    *,
+    lock: SendLock,
+    stop: threading.Event | None,
+    presence: SenderPresence | None = None,  # a worker's sender row (app.senders)
 ) -> list[SendReport]:
     """Deliver the mailings in turn, without waiting for retries; stop at a pause."""
     connector = checked_connector(ctx)  # unreachable: one line, no change
@@ -236,6 +245,7 @@ def _deliver(
                 lock=lock,
                 stop=stop,
                 connector=connector,
+                presence=presence,
                 wait_for_retries=False,
             )
             reports.append(report)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from newsletter.app.context import Context
 from newsletter.app.send import checked_connector, deliver_digest
 from newsletter.app.send_lock import send_lock
+from newsletter.app.senders import sender_presence
 from newsletter.delivery.engine import Progress, SendReport
 from newsletter.errors import UsageError
 from newsletter.models import DigestState, MailingKind
@@ -55,9 +56,16 @@ def resend_failed(
             unfinished = digest.state in (DigestState.SENDING, DigestState.PAUSED)
             if not (requeued or unfinished):
                 return ResendSummary(digest_id, 0, None)
-            report = deliver_digest(
-                ctx, digest_id, lock=lock, stop=stop, progress=progress, connector=connector
-            )
+            with sender_presence(ctx, "resend") as presence:  # shares the SMTP limits
+                report = deliver_digest(
+                    ctx,
+                    digest_id,
+                    lock=lock,
+                    stop=stop,
+                    progress=progress,
+                    connector=connector,
+                    presence=presence,
+                )
         finally:
             connector.close()
     return ResendSummary(digest_id, requeued, report)

@@ -2,7 +2,10 @@
 
 The lock is :mod:`newsletter.app.send_lock`; a single test copy is
 :mod:`newsletter.app.send_copy`, what was sent :mod:`newsletter.app.status`, and sending the
-failed deliveries of a digest again :mod:`newsletter.app.resend`.
+failed deliveries of a digest again :mod:`newsletter.app.resend`. With ``queue``, ``send_now``
+only builds the digest and its outbox and leaves delivery to ``newsletter worker``
+processes (:mod:`newsletter.app.worker`), which call :func:`deliver_digest` too; the senders
+of one database share the SMTP limits through :mod:`newsletter.app.senders`.
 """
 
 from __future__ import annotations
@@ -10,12 +13,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from newsletter.app.bounces import envelope_sender
 from newsletter.app.context import Context
 from newsletter.app.digest import NextDigest, next_digest
 from newsletter.app.send_lock import SendLock, send_lock
+from newsletter.app.senders import SenderPresence, sender_presence
 from newsletter.delivery.dkim import make_signer
 from newsletter.delivery.engine import DeliveryEngine, Progress, SendReport
 from newsletter.delivery.smtp import SmtpConnector
@@ -43,6 +48,9 @@ class SendSummary:
     articles: int = 0
     problems: list[str] = field(default_factory=list)
     skipped_reason: str | None = None  # why no new digest was made
+    queued: int | None = None  # with ``queue``: the new digest's deliveries, left to workers
+    left_to_workers: list[int] = field(default_factory=list)  # with ``queue``: unfinished
+    # digests (paused ones handed back to the workers)
 
     @property
     def interrupted(self) -> bool:
@@ -88,50 +96,56 @@ def deliver_digest(
     ctx: Context,
     digest_id: int,
     *,
-    lock: SendLock,
+    lock: SendLock | None,
     stop: threading.Event | None = None,
     progress: Progress | None = None,
     connector: SmtpConnector | None = None,
+    presence: SenderPresence | None = None,
     wait_for_retries: bool = True,
 ) -> SendReport:
     """Run the outbox of one digest to the end (or to a stop or pause) and record its state.
 
-    Any mailing: a confirmation mailing goes to its pending subscribers. Without
-    ``wait_for_retries`` it returns once nothing is due, leaving retries to the next call.
+    Any mailing: a confirmation mailing goes to its pending subscribers. ``lock``: the send
+    lock this send holds (None for a worker where several may send); ``presence``: this
+    process's sender row, for its share of the SMTP limits (without one, the send has a row of
+    its own while it runs). Without ``wait_for_retries`` it returns once nothing is due,
+    leaving retries (and rows other senders hold) to later calls.
     """
     with ctx.store.atomic() as conn:
         digest = digest_rows.get_digest(conn, digest_id)
         assert digest is not None, f"digest {digest_id} vanished"
         if digest.state is DigestState.PAUSED:
-            digest_rows.set_digest_state(conn, digest_id, DigestState.SENDING, now=ctx.clock())
-    engine = DeliveryEngine(
-        ctx.store,
-        ctx.settings.smtp,
-        prepare_message(ctx, digest),
-        clock=ctx.clock,
-        stop=stop,
-        progress=progress,
-        on_batch=lock.refresh,
-        connector=connector,
-        audience=(
-            SubscriberState.PENDING
-            if digest.kind is MailingKind.CONFIRMATION
-            else SubscriberState.ACTIVE
-        ),
-        wait_for_retries=wait_for_retries,
-    )
-    report = engine.run(digest_id)
-    with ctx.store.atomic() as conn:
-        bounced = lifecycle.mark_hard_bounces(
-            conn, digest_id, now=ctx.clock(), suppressions=ctx.suppressions
+            digest_rows.set_digest_state(
+                conn,
+                digest_id,
+                DigestState.SENDING,
+                now=ctx.clock(),
+                only_from=[DigestState.PAUSED],
+            )
+    with ExitStack() as own:
+        if presence is None:  # a sender of its own: it shares the SMTP limits all the same
+            presence = own.enter_context(sender_presence(ctx, digest.kind.value))
+        engine = DeliveryEngine(
+            ctx.store,
+            ctx.settings.smtp,
+            prepare_message(ctx, digest),
+            clock=ctx.clock,
+            stop=stop,
+            progress=progress,
+            on_batch=lock.refresh if lock is not None else None,
+            connector=connector,
+            audience=(
+                SubscriberState.PENDING
+                if digest.kind is MailingKind.CONFIRMATION
+                else SubscriberState.ACTIVE
+            ),
+            owner=presence.owner,
+            lease_seconds=ctx.settings.workers.lease_seconds,
+            share=presence.beat,
+            wait_for_retries=wait_for_retries,
         )
-        if report.paused_reason:
-            digest_rows.set_digest_state(conn, digest_id, DigestState.PAUSED, now=ctx.clock())
-        elif report.finished:
-            # Nobody received it: failed, and its articles are free for the next digest.
-            report.digest_failed = not report.counts.get("sent")
-            state = DigestState.FAILED if report.digest_failed else DigestState.SENT
-            digest_rows.set_digest_state(conn, digest_id, state, now=ctx.clock())
+        report = engine.run(digest_id)
+    decided, bounced = settle_digest(ctx, report)
     log.info(
         "%s %s: %d sent, %d failed, %d to retry%s",
         digest.kind.value,  # "digest", or "confirmation" for confirmation emails
@@ -141,7 +155,8 @@ def deliver_digest(
         report.retried,
         " (interrupted; resumable)" if report.interrupted else "",
     )
-    if report.digest_failed and digest.kind is MailingKind.DIGEST:  # send-now says so too
+    if report.digest_failed and decided and digest.kind is MailingKind.DIGEST:
+        # the callers say so too: send-now exits 3 with one line
         log.info(
             "digest %s reached nobody (%d failed); its articles go to the next digest",
             digest_id,
@@ -154,56 +169,140 @@ def deliver_digest(
     return report
 
 
+def settle_digest(ctx: Context, report: SendReport) -> tuple[bool, int]:
+    """After a pass: mark hard bounces, and pause or finish the digest, decided once however
+    many senders finish at the same time (its row is locked while one decides). Returns
+    whether this call decided the end state, and how many addresses it marked bounced."""
+    digest_id = report.digest_id
+    now = ctx.clock()
+    decided = False
+    with ctx.store.atomic() as conn:
+        state = digest_rows.lock_digest_state(conn, digest_id)
+        bounced = lifecycle.mark_hard_bounces(
+            conn, digest_id, now=now, suppressions=ctx.suppressions
+        )
+        report.counts = outbox.counts(conn, digest_id)
+        if report.paused_reason:
+            digest_rows.set_digest_state(
+                conn, digest_id, DigestState.PAUSED, now=now, only_from=[DigestState.SENDING]
+            )
+        elif report.finished and state in (DigestState.SENDING, DigestState.PAUSED):
+            # Nobody received it: failed, and its articles are free for the next digest.
+            failed = not report.counts.get("sent")
+            new_state = DigestState.FAILED if failed else DigestState.SENT
+            decided = digest_rows.set_digest_state(
+                conn, digest_id, new_state, now=now, only_from=[state]
+            )
+            state = new_state
+    report.digest_failed = report.finished and state is DigestState.FAILED
+    return decided, bounced
+
+
 def send_now(
     ctx: Context,
     *,
     slot: str | None = None,
     stop: threading.Event | None = None,
     progress: Progress | None = None,
+    queue: bool = False,
 ) -> SendSummary:
-    """Finish unfinished digests, then send a digest of the new articles (if any)."""
+    """Finish unfinished digests, then send a digest of the new articles (if any).
+
+    With ``queue``, build the digest and its outbox and return at once: ``newsletter worker``
+    processes deliver it (and the unfinished ones), see :func:`queue_digest`.
+    """
+    if queue:
+        return queue_digest(ctx, slot=slot)
     summary = SendSummary()
     with send_lock(ctx) as lock:
-        with ctx.store.atomic() as conn:
-            unfinished = digest_rows.unfinished_digest_ids(conn)
-            slot_done = slot is not None and digest_rows.slot_taken(conn, slot)
-        upcoming = None
-        if slot_done:
-            summary.skipped_reason = f"the digest for slot {slot} was already made"
-        else:
-            upcoming, gathered = next_digest(ctx)
-            summary.problems = gathered.problems
-            if upcoming is None:
-                summary.skipped_reason = "no new articles since the last digest"
-            elif not _has_active_subscribers(ctx):
-                summary.skipped_reason = (
-                    "no active subscribers, so no digest was made (the new articles wait)"
-                )
-                upcoming = None
+        unfinished, upcoming = _plan(ctx, slot, summary)
         if not unfinished and upcoming is None:
             return summary
         connector = checked_connector(ctx)
         try:
-            for digest_id in unfinished:
-                log.info("resuming unfinished digest %s", digest_id)
-                report = deliver_digest(
-                    ctx, digest_id, lock=lock, stop=stop, progress=progress, connector=connector
-                )
-                summary.resumed.append(report)
-                _raise_if_paused(report)
-                if report.interrupted:
-                    return summary
-            if upcoming is not None:
-                digest_id = _create_digest(ctx, upcoming, slot)
-                summary.digest_id, summary.subject = digest_id, upcoming.rendered.subject
-                summary.articles = len(upcoming.articles)
-                summary.report = deliver_digest(
-                    ctx, digest_id, lock=lock, stop=stop, progress=progress, connector=connector
-                )
-                _raise_if_paused(summary.report)
+            with sender_presence(ctx, "send-now") as presence:
+
+                def deliver(digest_id: int) -> SendReport:
+                    report = deliver_digest(
+                        ctx,
+                        digest_id,
+                        lock=lock,
+                        stop=stop,
+                        progress=progress,
+                        connector=connector,
+                        presence=presence,
+                    )
+                    _raise_if_paused(report)
+                    return report
+
+                for digest_id in unfinished:
+                    log.info("resuming unfinished digest %s", digest_id)
+                    summary.resumed.append(deliver(digest_id))
+                    if summary.resumed[-1].interrupted:
+                        return summary
+                if upcoming is not None:
+                    digest_id, _ = _create_digest(ctx, upcoming, slot)
+                    summary.digest_id, summary.subject = digest_id, upcoming.rendered.subject
+                    summary.articles = len(upcoming.articles)
+                    summary.report = deliver(digest_id)
         finally:
             connector.close()
     return summary
+
+
+def queue_digest(ctx: Context, *, slot: str | None = None) -> SendSummary:
+    """Build the digest of the new articles and its outbox, and leave them to the workers.
+
+    Nothing is sent and no send lock is taken (a worker may be delivering meanwhile): the
+    database refuses a second digest for the same articles or slot. Paused digests are
+    handed back to the workers (set sending again). What would stop a send (a bad DKIM key,
+    forgeable links) stops this too, before anything is stored.
+    """
+    dkim_signer(ctx)
+    _warn_if_links_are_forgeable(ctx)
+    summary = SendSummary()
+    unfinished, upcoming = _plan(ctx, slot, summary)
+    with ctx.store.atomic() as conn:
+        for digest_id in unfinished:
+            digest_rows.set_digest_state(
+                conn,
+                digest_id,
+                DigestState.SENDING,
+                now=ctx.clock(),
+                only_from=[DigestState.PAUSED],
+            )
+    summary.left_to_workers = unfinished
+    if upcoming is not None:
+        digest_id, recipients = _create_digest(ctx, upcoming, slot)
+        summary.digest_id, summary.subject = digest_id, upcoming.rendered.subject
+        summary.articles = len(upcoming.articles)
+        summary.queued = recipients
+        log.info("digest %s: queued for the workers", digest_id)
+    return summary
+
+
+def _plan(
+    ctx: Context, slot: str | None, summary: SendSummary
+) -> tuple[list[int], NextDigest | None]:
+    """The unfinished digests, and the next digest to make (None: none, ``summary`` says
+    why)."""
+    with ctx.store.atomic() as conn:
+        unfinished = digest_rows.unfinished_digest_ids(conn)
+        slot_done = slot is not None and digest_rows.slot_taken(conn, slot)
+    upcoming = None
+    if slot_done:
+        summary.skipped_reason = f"the digest for slot {slot} was already made"
+    else:
+        upcoming, gathered = next_digest(ctx)
+        summary.problems = gathered.problems
+        if upcoming is None:
+            summary.skipped_reason = "no new articles since the last digest"
+        elif not _has_active_subscribers(ctx):
+            summary.skipped_reason = (
+                "no active subscribers, so no digest was made (the new articles wait)"
+            )
+            upcoming = None
+    return unfinished, upcoming
 
 
 def checked_connector(ctx: Context) -> SmtpConnector:
@@ -226,7 +325,8 @@ def _warn_if_links_are_forgeable(ctx: Context) -> None:
     ctx.check_link_settings()
 
 
-def _create_digest(ctx: Context, upcoming: NextDigest, slot: str | None) -> int:
+def _create_digest(ctx: Context, upcoming: NextDigest, slot: str | None) -> tuple[int, int]:
+    """Store the digest and its outbox in one transaction; its id and how many recipients."""
     now = ctx.clock()
     try:
         with ctx.store.atomic() as conn:
@@ -247,7 +347,7 @@ def _create_digest(ctx: Context, upcoming: NextDigest, slot: str | None) -> int:
     log.info(
         "digest %s: %d articles for %d subscribers", digest_id, len(upcoming.articles), recipients
     )
-    return digest_id
+    return digest_id, recipients
 
 
 def _raise_if_paused(report: SendReport) -> None:

@@ -77,8 +77,9 @@ def _send(
     ctx: Context, slot: str, *, stop: threading.Event | None, progress: Progress | None
 ) -> SlotResult:
     resume_confirmations(ctx, stop=stop)  # never raises: the digest goes out regardless
+    queue = ctx.settings.schedule.deliver == "workers"  # the workers deliver it
     try:
-        summary = send_now(ctx, slot=slot, stop=stop, progress=progress)
+        summary = send_now(ctx, slot=slot, stop=stop, progress=progress, queue=queue)
     except SendInProgress as exc:
         log.info("slot %s: another process is sending, so this run stands aside: %s", slot, exc)
         return SlotResult(slot, f"busy: {exc}", done=False)
@@ -98,7 +99,13 @@ def _summarize(slot: str, summary: SendSummary) -> SlotResult:
     parts = [
         f"resumed digest {r.digest_id}: {r.sent} sent, {r.failed} failed" for r in summary.resumed
     ]
-    if summary.report is not None:
+    parts += [f"left digest {i} to the workers" for i in summary.left_to_workers]
+    if summary.queued is not None:
+        parts.append(
+            f"queued digest {summary.digest_id} ({summary.articles} articles) for "
+            f"{summary.queued} subscribers; the workers deliver it"
+        )
+    elif summary.report is not None:
         report = summary.report
         verb = "digest {} reached nobody" if report.digest_failed else "sent digest {}"
         parts.append(

@@ -24,6 +24,7 @@ COMMANDS = {
     "bounces": "newsletter.cli.bounces:bounces",
     "sources": "newsletter.cli.sources:sources",
     "run": "newsletter.cli.schedule:run",
+    "worker": "newsletter.cli.worker:worker",
     "schedule": "newsletter.cli.schedule:show_schedule",
     "serve": "newsletter.cli.serve:serve",
     "db": "newsletter.cli.db:db",

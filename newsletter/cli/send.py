@@ -43,6 +43,22 @@ def _print_summary(summary: app.SendSummary) -> None:
         click.echo(f"{summary.skipped_reason}; nothing new was sent.")
 
 
+def _print_queued(ctx: app.Context, summary: app.SendSummary) -> None:
+    from newsletter.app.senders import live_workers
+
+    for digest_id in summary.left_to_workers:
+        click.echo(f"unfinished digest {digest_id}: left to the workers")
+    if summary.queued is not None:
+        click.echo(
+            f"digest {summary.digest_id} \u201c{summary.subject}\u201d: {summary.articles} "
+            f"articles, queued for {summary.queued} subscribers"
+        )
+    elif summary.skipped_reason:
+        click.echo(f"{summary.skipped_reason}; nothing new was queued.")
+    if (summary.queued is not None or summary.left_to_workers) and not live_workers(ctx):
+        click.echo("no `newsletter worker` is running on this database yet; start one to send it")
+
+
 def _fail_if_nobody_received(ctx: app.Context, reports: list[SendReport]) -> None:
     """One line and exit code 3 when a digest of this run reached nobody."""
     from newsletter.app.status import digest_failure_reasons
@@ -76,20 +92,32 @@ def _exit_if_stopped(stop: StopSignal) -> None:
     metavar="ADDRESS",
     help="Send one test copy to ADDRESS; mark nothing as sent.",
 )
+@click.option(
+    "--queue",
+    is_flag=True,
+    help="Only make the digest and its outbox; `newsletter worker` processes deliver it.",
+)
 @pass_state
-def send_now(state: CliState, dry_run: bool, test_address: str | None) -> None:
+def send_now(state: CliState, dry_run: bool, test_address: str | None, queue: bool) -> None:
     """Send the digest of new articles to every active subscriber now.
 
     Queued confirmation emails go out first. Any digest a previous run left unfinished
     (crash, Ctrl-C, SMTP outage) is finished first too; nobody who got it receives it again.
-    Exit codes: 0 done, 3 a digest reached nobody (its articles go to the next one) or the
-    server could not be used, 130 stopped by Ctrl-C, 143 stopped by SIGTERM (both resumable).
+    With --queue it returns at once and leaves the sending (the new digest, the unfinished
+    ones, the confirmation emails) to `newsletter worker`. Exit codes: 0 done, 3 a digest
+    reached nobody (its articles go to the next one) or the server could not be used, 130
+    stopped by Ctrl-C, 143 stopped by SIGTERM (both resumable).
     """
     from newsletter import app
     from newsletter.app.confirmations import resume_confirmations
     from newsletter.logs import progress_for
 
     ctx = state.context()
+    if queue and (dry_run or test_address):
+        raise UsageError("--queue makes the digest for the workers: leave out --dry-run and --to")
+    if queue:
+        _print_queued(ctx, app.send_now(ctx, queue=True))
+        return
     if test_address:
         envelope, upcoming = app.send_test_copy(ctx, test_address)
         click.echo(

@@ -40,6 +40,22 @@ sending one recipient's message (an address that cannot be sent, no SMTPUTF8, a 
 is down, the credentials were revoked, every recipient is refused): claimed rows go back to
 ``pending`` and the next run resumes.
 
+Several senders
+---------------
+Several engines, in several processes or hosts, may work on one outbox at once (``newsletter
+worker``, ``send-now``). Each claim is a lease (:mod:`newsletter.delivery.leases`): the row
+names this engine's ``owner`` and when the claim lapses; the coordinator renews its rows and
+records outcomes only on rows still its own. Due rows are claimed with ``FOR UPDATE SKIP
+LOCKED`` on PostgreSQL, so engines take different rows without waiting for each other. Rows
+whose lease lapsed, or whose sender is known to be gone, go back to pending and are sent
+again: the bound above holds per sender that died or stalled. ``share`` (the senders'
+heartbeats, :mod:`newsletter.delivery.shares`) gives this engine its part of ``connections``
+and ``max_per_second``, so that all of them together stay within the configured ones. When
+nothing is left to claim, an engine that ``wait_for_retries`` waits for the retries and for
+the rows other senders hold (until they are recorded, or their lease lapses and it takes them
+over); one that does not returns, leaving both to later passes. An engine that finds its
+digest paused (or finished) by another sender stops like a paused one.
+
 Throttling
 ----------
 A reply asking to slow down (421, or a 4xx saying "rate limit", "too many connections", ...)
@@ -60,13 +76,15 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 
 from newsletter.config import SmtpSettings
+from newsletter.delivery.leases import DEFAULT_LEASE_SECONDS, LeaseKeeper, new_owner
+from newsletter.delivery.shares import Share
 from newsletter.delivery.smtp import SmtpConnector
 from newsletter.delivery.throttle import AdaptiveThrottle, ThrottleChange
 from newsletter.delivery.worker import (
@@ -81,15 +99,17 @@ from newsletter.errors import StoreError
 from newsletter.message import PreparedMessage
 from newsletter.models import DeliveryState, Recipient, SubscriberState
 from newsletter.store import Store, outbox
+from newsletter.store.locks import running_owner
 from newsletter.store.outbox import Outcome
 
 log = logging.getLogger(__name__)
 
 FETCH_BATCH = 1000  # due rows read ahead of claiming (kept in memory, never more)
 TICK_SECONDS = 0.05  # outcomes wait at most about this long (or one chunk) to be committed
-WAIT_SLICE_SECONDS = 10.0  # long waits for retries are cut into slices (lock refresh)
+WAIT_SLICE_SECONDS = 2.0  # long waits are cut into slices (lock refresh, heartbeat)
 SHUTDOWN_GRACE_SECONDS = 5.0  # on an error, wait this long (plus the SMTP timeout) for workers
 THROTTLE_QUIET_SECONDS = 30.0  # after a throttle reply, this long without one: a step back up
+OTHERS_POLL_SECONDS = 0.5  # waiting on rows other senders hold: how often to look again
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
@@ -120,7 +140,8 @@ class SendReport:
     sent: int = 0
     failed: int = 0
     retried: int = 0
-    released_in_flight: int = 0  # rows a previous run left in ``sending`` (possible duplicates)
+    released_in_flight: int = 0  # rows a sender that stopped left in ``sending`` (possible
+    # duplicates): at the start, or taken over later from a sender that died or stalled
     interrupted: bool = False
     paused_reason: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
@@ -135,8 +156,11 @@ class DeliveryEngine:
     """Sends one digest's outbox. Create one per send; ``stop`` ends it after in-flight messages.
 
     ``audience``: the state a subscriber must be in to get the message (``active`` for a
-    digest, ``pending`` for a confirmation email). Without ``wait_for_retries`` the run ends
-    once nothing is due, leaving rows to retry later pending for the next run.
+    digest, ``pending`` for a confirmation email). ``owner`` names this send on the rows it
+    claims (a new one by default); ``lease_seconds`` is how long a claim lasts unless renewed.
+    ``share`` is called now and then for this sender's part of the SMTP limits (None: all of
+    them). Without ``wait_for_retries`` the run ends once nothing is due, leaving retries and
+    rows other senders hold to later runs.
     """
 
     def __init__(
@@ -153,11 +177,20 @@ class DeliveryEngine:
         connector: SmtpConnector | None = None,
         throttle: AdaptiveThrottle | None = None,
         audience: SubscriberState = SubscriberState.ACTIVE,
+        owner: str | None = None,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        share: Callable[[], Share | None] | None = None,
         wait_for_retries: bool = True,
     ) -> None:
         self.store = store
         self.audience = audience
+        self.leases = LeaseKeeper(owner or new_owner(), lease_seconds)
+        self.owner = self.leases.owner
+        self.share_source = share
         self.wait_for_retries = wait_for_retries
+        self._share: Share | None = None
+        self._no_share = False  # more senders than connections, and none is ours: wait
+        self._sharing = False  # the throttle's ceilings are being set to this sender's share
         self.smtp = smtp
         self.message = message
         self.clock = clock
@@ -172,6 +205,7 @@ class DeliveryEngine:
             quiet_seconds=THROTTLE_QUIET_SECONDS,
         )
         self.gate = ConnectionGate(self.throttle.limits().connections)
+        self._allowed = self.throttle.limits().connections  # what the gate was last set to
         self.throttle.add_listener(self._throttle_changed)
         self._digest_id: int | None = None
         self.inbox: queue.SimpleQueue[list[Recipient] | None] = queue.SimpleQueue()
@@ -199,6 +233,7 @@ class DeliveryEngine:
             results=self.results,
             wake=self.wake,
             on_error=self.worker_failed,
+            leased=self.leases.valid,
         )
 
     # -- called from worker threads -------------------------------------------------------
@@ -209,30 +244,77 @@ class DeliveryEngine:
 
     def _throttle_changed(self, change: ThrottleChange) -> None:
         """One log line per change; the gate follows the connection limit."""
-        self.gate.set_allowed(change.after.connections)
-        level = logging.WARNING if change.slower else logging.INFO
+        self._allow(0 if self._no_share else change.after.connections)
+        # Slower because another sender took its share is no trouble; a server's reply is.
+        level = logging.WARNING if change.slower and not self._sharing else logging.INFO
         log.log(level, "digest %s: %s", self._digest_id, change.describe())
+
+    def _allow(self, connections: int) -> None:
+        """Let this many connections be open. Fewer than before: the connections over it hang up
+        after their chunk, and idle ones are woken (an empty chunk) to hang up now, so the
+        connections this sender gave up are closed soon, not when it next has work."""
+        before = self._allowed
+        self._allowed = connections
+        self.gate.set_allowed(connections)
+        for _ in range(max(0, before - connections)):
+            self.inbox.put([])
+
+    def _follow_share(self) -> None:
+        """Take this sender's part of the limits when it changed (another sender came or went)."""
+        if self.share_source is None:
+            return
+        share = self.share_source()
+        if share == self._share:
+            return
+        self._share = share
+        if share is not None and share.connections == 0:
+            if not self._no_share:
+                log.info(
+                    "digest %s: %d senders share %d connections: none is free for this one, "
+                    "which waits for one",
+                    self._digest_id,
+                    share.senders,
+                    self.smtp.connections,
+                )
+            self._no_share = True
+            self._allow(0)
+            return
+        self._no_share = False
+        per_second = self.smtp.max_per_second if share is None else share.per_second
+        connections = self.smtp.connections if share is None else share.connections
+        self.max_claimed = 2 * connections * self.smtp.claim_batch  # the bound, for our share
+        senders = 1 if share is None else share.senders
+        self._sharing = True
+        try:
+            self.throttle.set_ceiling(
+                per_second,
+                connections,
+                f"{senders} sender{'s' if senders > 1 else ''} share [smtp] connections and "
+                "max_per_second",
+            )
+        finally:
+            self._sharing = False
+        self._allow(self.throttle.limits().connections)
 
     # -- coordinator ----------------------------------------------------------------------
     def run(self, digest_id: int) -> SendReport:
         """Send every due row of the digest's outbox, waiting for retries; see ``SendReport``."""
+        with running_owner(self.owner):  # our leases are not "gone" while this runs
+            return self._run(digest_id)
+
+    def _run(self, digest_id: int) -> SendReport:
         report = SendReport(digest_id)
         self._digest_id = digest_id
         now = self.clock()
         with self.store.atomic() as conn:
-            report.released_in_flight = outbox.release_in_flight(conn, digest_id, now=now)
+            released = outbox.release_in_flight(conn, digest_id, now=now)
             skipped = outbox.skip_inactive(conn, digest_id, now=now, audience=self.audience)
             counts = outbox.counts(conn, digest_id)
-        if report.released_in_flight:
-            log.warning(
-                "digest %s: %d messages were in flight when the last run stopped; "
-                "they are sent again (the only possible duplicates)",
-                digest_id,
-                report.released_in_flight,
-            )
+        self._released(report, released)
         if skipped:
             log.info("digest %s: skipped %d subscribers who left meanwhile", digest_id, skipped)
         total = sum(counts.values())
+        self._follow_share()
         self.progress.start(total, total - counts.get("pending", 0))
         workers = [SmtpWorker(self.shared, i) for i in range(self.smtp.connections)]
         for worker in workers:
@@ -266,42 +348,43 @@ class DeliveryEngine:
 
     def _coordinate(self, digest_id: int, report: SendReport) -> None:
         """Record outcomes and claim rows until nothing is due, then wait for retries."""
-        ahead: deque[Recipient] = deque()  # due rows read but not claimed yet
         cursor = 0  # rows are read in id order; retries are picked up on the next pass
         exhausted = False  # no due row after the cursor
         while True:
             self._drain(report)
+            if self._claimed and self.leases.renew_due():
+                self._renew(digest_id)
             stopping = self.stop.is_set() or self.halt.is_set()
             busy = self._claimed - len(self._finished)  # claimed rows not finished yet
-            room = 0 if stopping or exhausted else self.max_claimed - busy
+            room = 0 if stopping or exhausted or self._no_share else self.max_claimed - busy
             want = room if room >= max(1, self.max_claimed // 2) else 0
             if want or self._finished:
                 claimed: list[Recipient] = []
                 now = self.clock()
                 with self._transaction() as conn:
                     self._record(conn, now)
+                    if want and not outbox.digest_is_sending(conn, digest_id):
+                        self._leave_paused_digest(digest_id)
+                        want = 0
                     while len(claimed) < want:
-                        if not ahead:
-                            rows = outbox.fetch_due(
-                                conn,
-                                digest_id,
-                                now=max(now, self._due_horizon),
-                                after_id=cursor,
-                                limit=FETCH_BATCH,
-                                audience=self.audience,
-                            )
-                            if not rows:
-                                exhausted = True
-                                break
-                            cursor = rows[-1].delivery_id
-                            ahead.extend(rows)
-                        take = min(want - len(claimed), len(ahead))
-                        claimed.extend(ahead.popleft() for _ in range(take))
-                    if claimed:
-                        taken = outbox.claim(conn, [r.delivery_id for r in claimed], now=now)
-                        if len(taken) != len(claimed):
-                            claimed = [r for r in claimed if r.delivery_id in taken]
+                        rows = outbox.claim_due(
+                            conn,
+                            digest_id,
+                            owner=self.owner,
+                            now=now,
+                            due_by=max(now, self._due_horizon),
+                            lease_until=self.leases.until(now),
+                            after_id=cursor,
+                            limit=min(FETCH_BATCH, want - len(claimed)),
+                            audience=self.audience,
+                        )
+                        if not rows:
+                            exhausted = True
+                            break
+                        cursor = rows[-1].delivery_id
+                        claimed.extend(rows)
                 # Committed: only now may the claimed rows reach a worker.
+                self.leases.claimed(held_before=self._claimed)
                 self._claimed += len(claimed)
                 size = self.smtp.claim_batch
                 for start in range(0, len(claimed), size):
@@ -312,14 +395,59 @@ class DeliveryEngine:
             if self._claimed == 0:
                 if stopping:
                     return
+                if self._no_share and not exhausted:
+                    if not self.wait_for_retries or self.stop.wait(OTHERS_POLL_SECONDS):
+                        return  # no connection of ours: the other senders carry on
+                    self._after_transaction()
+                    continue
                 if exhausted:
-                    if not self._wait_for_retries(digest_id):
+                    if not self._wait_for_retries(digest_id, report):
                         return
                     cursor, exhausted = 0, False
                     continue
             self.wake.wait(TICK_SECONDS)
             self.wake.clear()
             self._after_transaction()
+
+    def _renew(self, digest_id: int) -> None:
+        """Extend the leases of every row this send holds; stop if some were taken over (this
+        send stalled past its lease) or another sender paused the digest."""
+        now = self.clock()
+        with self._transaction() as conn:
+            renewed = outbox.renew(
+                conn, digest_id, self.owner, now=now, lease_until=self.leases.until(now)
+            )
+            sending = outbox.digest_is_sending(conn, digest_id)
+        self.leases.renewed()
+        if renewed < self._claimed and not self.halt.is_set():
+            log.warning(
+                "digest %s: another sender took over %d rows of this one, whose lease had "
+                "lapsed (it stalled); this one stops and leaves them to it",
+                digest_id,
+                self._claimed - renewed,
+            )
+            self.halt.set()
+        if not sending:
+            self._leave_paused_digest(digest_id)
+
+    def _leave_paused_digest(self, digest_id: int) -> None:
+        if not self.halt.is_set():
+            log.info(
+                "digest %s is no longer sending (another sender paused or finished it); leaving it",
+                digest_id,
+            )
+            self.halt.set()
+
+    def _released(self, report: SendReport, released: int) -> None:
+        if not released:
+            return
+        report.released_in_flight += released
+        log.warning(
+            "digest %s: %d messages were in flight when their sender stopped; "
+            "they are sent again (the only possible duplicates)",
+            report.digest_id,
+            released,
+        )
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
@@ -368,37 +496,53 @@ class DeliveryEngine:
         finished, self._finished = self._finished, []
         if not finished:
             return
-        outbox.record(conn, [o for o in finished if isinstance(o, Outcome)], now=now)
-        outbox.release(conn, [r.delivery_id for r in finished if isinstance(r, Released)], now=now)
+        outcomes = [o for o in finished if isinstance(o, Outcome)]
+        outbox.record(conn, outcomes, now=now, owner=self.owner)
+        released = [r.delivery_id for r in finished if isinstance(r, Released)]
+        outbox.release(conn, released, now=now, owner=self.owner)
         self._claimed -= len(finished)
 
     def _after_transaction(self) -> None:
         if self.on_batch is not None:
             self.on_batch()
+        self._follow_share()
 
-    def _wait_for_retries(self, digest_id: int) -> bool:
-        """Block until the next pending row is due; False when none is left (or on stop)."""
+    def _wait_for_retries(self, digest_id: int, report: SendReport) -> bool:
+        """Block until the next pending row is due, or until rows other senders hold are
+        recorded or theirs to take over; False when nothing is left for this run (or on stop)."""
+        now = self.clock()
         with self._transaction() as conn:
-            skipped = outbox.skip_inactive(
-                conn, digest_id, now=self.clock(), audience=self.audience
-            )
+            released = outbox.release_in_flight(conn, digest_id, now=now)
+            skipped = outbox.skip_inactive(conn, digest_id, now=now, audience=self.audience)
             next_at = outbox.next_retry_at(conn, digest_id)
+            elsewhere, lapse_at = outbox.in_flight_elsewhere(conn, digest_id, self.owner)
+        self._released(report, released)
         if skipped:
             log.info("digest %s: skipped %d subscribers who left meanwhile", digest_id, skipped)
-        if next_at is None:
+        if released:
+            return not self.stop.is_set()
+        if next_at is None and not elsewhere:
             return False
-        if not self.wait_for_retries and next_at > self.clock():
-            return False  # the next run sends them
-        wait = (next_at - self.clock()).total_seconds()
+        if not self.wait_for_retries:
+            return next_at is not None and next_at <= now and not self.stop.is_set()
+        wake_at = [next_at] if next_at is not None else []
+        if elsewhere:  # look again soon: they may be recorded, or lapse and be ours to send
+            wake_at += [now + timedelta(seconds=OTHERS_POLL_SECONDS)]
+            wake_at += [lapse_at] if lapse_at is not None else []
+        until = min(wake_at)
+        wait = (until - now).total_seconds()
         if wait > 0:
-            log.info("digest %s: waiting %.1f s for the next retry", digest_id, wait)
+            if next_at is not None and until == next_at:
+                log.info("digest %s: waiting %.1f s for the next retry", digest_id, wait)
             deadline = time.monotonic() + wait
+            slice_seconds = min(WAIT_SLICE_SECONDS, self.leases.renew_every)
             while (left := deadline - time.monotonic()) > 0:
-                if self.stop.wait(min(left, WAIT_SLICE_SECONDS)):
+                if self.stop.wait(min(left, slice_seconds)):
                     return False
-                self._after_transaction()  # keeps the send lock fresh during long waits
-        # Rows due at ``next_at`` are due now, even if the clock did not move (a test clock).
-        self._due_horizon = max(self._due_horizon, next_at)
+                self._after_transaction()  # keeps the send lock and heartbeat fresh
+        if next_at is not None and until >= next_at:
+            # Rows due at ``next_at`` are due now, even if the clock did not move (a test clock).
+            self._due_horizon = max(self._due_horizon, next_at)
         return not self.stop.is_set()
 
     def _settle_after_error(self, report: SendReport) -> None:

@@ -108,6 +108,7 @@ class AdaptiveThrottle:
         self.max_connections = connections
         self._clock = clock
         self._listeners: list[Callable[[ThrottleChange], None]] = [on_change] if on_change else []
+        self._min_per_second = min_per_second
         self._floor = min(min_per_second, max_per_second) if max_per_second else min_per_second
         self._quiet = quiet_seconds
         self._cooldown = cooldown_seconds
@@ -124,6 +125,31 @@ class AdaptiveThrottle:
         """Also report every change to ``on_change`` (called outside the lock)."""
         with self._lock:
             self._listeners.append(on_change)
+
+    def set_ceiling(self, max_per_second: float | None, connections: int, reason: str) -> None:
+        """New ceilings (this sender's share of the configured ones changed): limits at the
+        old ceiling move to the new one; limits below it (throttled) stay, capped by it."""
+        if connections < 1:
+            raise ValueError("connections must be at least 1")
+        with self._lock:
+            before = self._limits
+            at_ceiling = before == Limits(self.max_per_second, self.max_connections)
+            self.max_per_second, self.max_connections = max_per_second, connections
+            floor = self._min_per_second
+            self._floor = min(floor, max_per_second) if max_per_second else floor
+            if max_per_second is not None:
+                self._step = max_per_second / 10
+                self._unthrottled = max_per_second
+            if at_ceiling:
+                after = Limits(max_per_second, connections)
+            else:
+                rate = before.per_second
+                if max_per_second is not None and (rate is None or rate > max_per_second):
+                    rate = max_per_second
+                after = Limits(rate, min(before.connections, connections))
+            self._limits = after
+            change = ThrottleChange(before, after, reason) if after != before else None
+        self._report(change)
 
     def limits(self) -> Limits:
         """The limits now (after any step back up that is due)."""

@@ -134,6 +134,9 @@ class Shared:
     results: deque[Result]  # appended by workers, drained by the coordinator
     wake: threading.Event  # set after each chunk
     on_error: Callable[[BaseException], None]  # a bug in a worker: stop the whole send
+    # False once the claims may have lapsed (the coordinator could not renew them): rows
+    # not started yet go back instead of going out beside the sender that took them over
+    leased: Callable[[], bool] = lambda: True
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +193,7 @@ class SmtpWorker(threading.Thread):
     def _work(self, chunk: list[Recipient]) -> None:
         shared = self.shared
         for i, recipient in enumerate(chunk):
-            if shared.halt.is_set() or shared.stop.is_set():
+            if shared.halt.is_set() or shared.stop.is_set() or not shared.leased():
                 self._release(chunk[i:])
                 return
             if self.session is None and shared.gate.leave_if_over():  # not to reconnect

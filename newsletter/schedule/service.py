@@ -116,12 +116,15 @@ def run_until_stopped(
     service = DigestService(ctx, schedule, stop=stop, retry_delay=retry_delay)
     next_run = service.start()
     log.info(
-        "scheduler started: %r in %s, grace period %s min; next slot at %s%s",
+        "scheduler started: %r in %s, grace period %s min; next slot at %s%s%s",
         schedule.cron,
         schedule.zone,
         int(schedule.grace.total_seconds() // 60),
         next_run.strftime("%Y-%m-%d %H:%M:%S %Z") if next_run else "never",
         f"; bounce mailbox checked every {service.bounces.minutes} min" if service.bounces else "",
+        "; digests are queued for `newsletter worker` ([schedule] deliver)"
+        if ctx.settings.schedule.deliver == "workers"
+        else "",
     )
     try:
         while not stop.wait(timeout=60):

@@ -220,12 +220,30 @@ def unfinished_digest_ids(conn: Connection, *, kind: MailingKind = MailingKind.D
 
 
 def set_digest_state(
-    conn: Connection, digest_id: int, state: DigestState, *, now: datetime
-) -> None:
+    conn: Connection,
+    digest_id: int,
+    state: DigestState,
+    *,
+    now: datetime,
+    only_from: Sequence[DigestState] | None = None,
+) -> bool:
+    """Set the state (only if it is one of ``only_from``, when given); whether it changed."""
     values: dict[str, object] = {"state": state.value}
     if state in (DigestState.SENT, DigestState.FAILED):
         values["finished_at"] = now
-    conn.execute(update(digests).where(digests.c.id == digest_id).values(**values))
+    stmt = update(digests).where(digests.c.id == digest_id)
+    if only_from is not None:
+        stmt = stmt.where(digests.c.state.in_([s.value for s in only_from]))
+    return conn.execute(stmt.values(**values)).rowcount == 1
+
+
+def lock_digest_state(conn: Connection, digest_id: int) -> DigestState | None:
+    """The digest's state, its row locked until the transaction ends (PostgreSQL): senders
+    that finish at the same time decide what becomes of the digest one after the other."""
+    state = conn.execute(
+        select(digests.c.state).where(digests.c.id == digest_id).with_for_update()
+    ).scalar()
+    return None if state is None else DigestState(state)
 
 
 def recent_digests(

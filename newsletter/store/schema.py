@@ -192,6 +192,10 @@ deliveries = Table(
     Column("message_id", SafeText),  # the sender's domain makes it as long as it is
     Column("updated_at", UtcDateTime, nullable=False),
     Column("sent_at", UtcDateTime),
+    # The sender that claimed the row (``host:pid:tag``) and when that claim lapses
+    # (revision 0009): a live sender renews it, another takes the row over once it lapsed.
+    Column("lease_owner", SafeText),
+    Column("lease_expires_at", UtcDateTime),
     UniqueConstraint("digest_id", "subscriber_id"),
     Index("ix_deliveries_digest_state_id", "digest_id", "state", "id"),
     # One person's deliveries (revision 0006): the confirmation throttle, show and forget.
