@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, text
 
 from newsletter import app
+from newsletter.errors import StoreError
 from newsletter.models import Article, DeliveryState, RenderedDigest, SubscriberState
 from newsletter.store import Store, feeds, locks, outbox, slots
 from newsletter.store import articles as article_rows
@@ -101,6 +102,20 @@ def test_the_send_log_counts_the_real_recipients(
     assert f"digest {summary.digest_id}: {summary.articles} articles for 3 subscribers" in (
         caplog.messages
     )
+
+
+def test_a_database_error_on_a_kept_connection_names_the_database(store: Store):
+    # The delivery engine keeps one connection open between its transactions. PostgreSQL
+    # ends this session (a lost connection); SQLite knows no such function: both are
+    # OperationalErrors.
+    lose = text("SELECT pg_terminate_backend(pg_backend_pid())")
+    with (
+        store.engine.connect() as conn,
+        pytest.raises(StoreError) as caught,
+        store.atomic_on(conn) as same,
+    ):
+        same.execute(lose)
+    assert str(caught.value).startswith(f"database {store.where}: ")
 
 
 def test_create_outbox_returns_the_rows_it_made(store: Store):

@@ -32,7 +32,7 @@ from newsletter import app
 from newsletter.app import Context, subscriptions
 from newsletter.app.send import settle_digest
 from newsletter.config import load_settings
-from newsletter.delivery.engine import SendReport
+from newsletter.delivery.report import SendReport
 from newsletter.models import DeliveryState, SubscriberState
 from newsletter.store import outbox
 from newsletter.store import subscribers as subscriber_rows

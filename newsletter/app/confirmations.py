@@ -34,7 +34,7 @@ from newsletter.app.links import CONFIRM_MAX_AGE
 from newsletter.app.send import checked_connector, deliver_digest
 from newsletter.app.send_lock import SendLock, send_lock
 from newsletter.app.senders import SenderPresence
-from newsletter.delivery.engine import SendReport
+from newsletter.delivery.report import SendReport
 from newsletter.errors import NewsletterError, SendInProgress, TemplateError
 from newsletter.models import MailingKind, Subscriber, SubscriberState
 from newsletter.personalization import CONFIRM_URL_FIELD, TokenSet

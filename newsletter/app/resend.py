@@ -9,7 +9,7 @@ from newsletter.app.context import Context
 from newsletter.app.send import checked_connector, deliver_digest
 from newsletter.app.send_lock import send_lock
 from newsletter.app.senders import sender_presence
-from newsletter.delivery.engine import Progress, SendReport
+from newsletter.delivery.report import Progress, SendReport
 from newsletter.errors import UsageError
 from newsletter.models import DigestState, MailingKind
 from newsletter.store import digests as digest_rows

@@ -22,7 +22,8 @@ from newsletter.app.digest import NextDigest, next_digest
 from newsletter.app.send_lock import SendLock, send_lock
 from newsletter.app.senders import SenderPresence, sender_presence
 from newsletter.delivery.dkim import make_signer
-from newsletter.delivery.engine import DeliveryEngine, Progress, SendReport
+from newsletter.delivery.engine import DeliveryEngine
+from newsletter.delivery.report import Progress, SendReport
 from newsletter.delivery.smtp import SmtpConnector
 from newsletter.errors import DeliveryPaused, SendInProgress
 from newsletter.headers import wire_address

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from newsletter.app.confirmations import resume_confirmations
 from newsletter.app.context import Context
 from newsletter.app.send import SendSummary, send_now
-from newsletter.delivery.engine import Progress
+from newsletter.delivery.report import Progress
 from newsletter.errors import NewsletterError, SendInProgress
 from newsletter.store import slots as slot_rows
 from newsletter.store.locks import process_owner

@@ -42,7 +42,7 @@ from newsletter.app.senders import (
     sender_presence,
     senders_share_digests,
 )
-from newsletter.delivery.engine import SendReport
+from newsletter.delivery.report import SendReport
 from newsletter.errors import DeliveryPaused, NewsletterError, SendInProgress
 from newsletter.models import DigestState
 from newsletter.store import digests as digest_rows

@@ -48,21 +48,14 @@ names this engine's ``owner`` and when the claim lapses; the coordinator renews 
 records outcomes only on rows still its own. Due rows are claimed with ``FOR UPDATE SKIP
 LOCKED`` on PostgreSQL, so engines take different rows without waiting for each other. Rows
 whose lease lapsed, or whose sender is known to be gone, go back to pending and are sent
-again: the bound above holds per sender that died or stalled. ``share`` (the senders'
-heartbeats, :mod:`newsletter.delivery.shares`) gives this engine its part of ``connections``
-and ``max_per_second``, so that all of them together stay within the configured ones. When
-nothing is left to claim, an engine that ``wait_for_retries`` waits for the retries and for
-the rows other senders hold (until they are recorded, or their lease lapses and it takes them
-over); one that does not returns, leaving both to later passes. An engine that finds its
-digest paused (or finished) by another sender stops like a paused one.
-
-Throttling
-----------
-A reply asking to slow down (421, or a 4xx saying "rate limit", "too many connections", ...)
-halves the sending rate and the number of connections for the rest of this run; after
-``THROTTLE_QUIET_SECONDS`` without one, they creep back up (:mod:`newsletter.delivery.throttle`).
-``max_per_second`` and ``connections`` stay ceilings. Each change is one log line. A throttled
-message goes back to ``pending`` for a short while and never fails for it.
+again: the bound above holds per sender that died or stalled. Each engine keeps to its part
+of ``connections`` and ``max_per_second`` and slows down when the server asks
+(:mod:`newsletter.delivery.sender_limits`); a throttled message goes back to ``pending`` for
+a short while and never fails for it. When nothing is left to claim, an engine that
+``wait_for_retries`` waits for the retries and for the rows other senders hold (until they
+are recorded, or their lease lapses and it takes them over); one that does not returns,
+leaving both to later passes. An engine that finds its digest paused (or finished) by
+another sender stops like a paused one.
 """
 
 from __future__ import annotations
@@ -75,27 +68,18 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import OperationalError
 
 from newsletter.config import SmtpSettings
 from newsletter.delivery.leases import DEFAULT_LEASE_SECONDS, LeaseKeeper, new_owner
+from newsletter.delivery.report import NoProgress, Progress, SendReport
+from newsletter.delivery.sender_limits import SenderLimits
 from newsletter.delivery.shares import Share
 from newsletter.delivery.smtp import SmtpConnector
-from newsletter.delivery.throttle import AdaptiveThrottle, ThrottleChange
-from newsletter.delivery.worker import (
-    Clock,
-    ConnectionGate,
-    Released,
-    Result,
-    Shared,
-    SmtpWorker,
-)
-from newsletter.errors import StoreError
+from newsletter.delivery.throttle import AdaptiveThrottle
+from newsletter.delivery.worker import Clock, Released, Result, Shared, SmtpWorker
 from newsletter.message import PreparedMessage
 from newsletter.models import DeliveryState, Recipient, SubscriberState
 from newsletter.store import Store, outbox
@@ -111,45 +95,6 @@ SHUTDOWN_GRACE_SECONDS = 5.0  # on an error, wait this long (plus the SMTP timeo
 THROTTLE_QUIET_SECONDS = 30.0  # after a throttle reply, this long without one: a step back up
 OTHERS_POLL_SECONDS = 0.5  # waiting on rows other senders hold: how often to look again
 _EPOCH = datetime.min.replace(tzinfo=UTC)
-
-
-class Progress(Protocol):
-    """Where the engine reports progress (a rich bar in a terminal, log lines otherwise)."""
-
-    def start(self, total: int, done: int) -> None: ...
-    def advance(self, sent: int, failed: int) -> None: ...
-    def finish(self) -> None: ...
-
-
-class NoProgress:
-    def start(self, total: int, done: int) -> None:
-        pass
-
-    def advance(self, sent: int, failed: int) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
-
-
-@dataclass
-class SendReport:
-    """What one engine pass did, and what the digest's outbox looks like afterwards."""
-
-    digest_id: int
-    sent: int = 0
-    failed: int = 0
-    retried: int = 0
-    released_in_flight: int = 0  # rows a sender that stopped left in ``sending`` (possible
-    # duplicates): at the start, or taken over later from a sender that died or stalled
-    interrupted: bool = False
-    paused_reason: str | None = None
-    counts: dict[str, int] = field(default_factory=dict)
-    digest_failed: bool = False  # finished and nobody received it (set by the caller)
-
-    @property
-    def finished(self) -> bool:
-        return not self.counts.get("pending") and not self.counts.get("sending")
 
 
 class DeliveryEngine:
@@ -186,11 +131,7 @@ class DeliveryEngine:
         self.audience = audience
         self.leases = LeaseKeeper(owner or new_owner(), lease_seconds)
         self.owner = self.leases.owner
-        self.share_source = share
         self.wait_for_retries = wait_for_retries
-        self._share: Share | None = None
-        self._no_share = False  # more senders than connections, and none is ours: wait
-        self._sharing = False  # the throttle's ceilings are being set to this sender's share
         self.smtp = smtp
         self.message = message
         self.clock = clock
@@ -204,14 +145,11 @@ class DeliveryEngine:
             connections=smtp.connections,
             quiet_seconds=THROTTLE_QUIET_SECONDS,
         )
-        self.gate = ConnectionGate(self.throttle.limits().connections)
-        self._allowed = self.throttle.limits().connections  # what the gate was last set to
-        self.throttle.add_listener(self._throttle_changed)
-        self._digest_id: int | None = None
         self.inbox: queue.SimpleQueue[list[Recipient] | None] = queue.SimpleQueue()
+        self.limits = SenderLimits(smtp, self.throttle, self.inbox, share)
+        self.gate = self.limits.gate
         self.results: deque[Result] = deque()  # appended by workers, drained by the coordinator
         self.wake = threading.Event()  # a worker finished a chunk
-        self.max_claimed = 2 * smtp.connections * smtp.claim_batch
         self._claimed = 0  # rows in ``sending`` in the database (claimed, outcome not recorded)
         self._finished: list[Result] = []  # outcomes reported but not recorded yet
         self._consecutive_failures = 0
@@ -242,60 +180,6 @@ class DeliveryEngine:
             self._worker_error = exc
         self.halt.set()
 
-    def _throttle_changed(self, change: ThrottleChange) -> None:
-        """One log line per change; the gate follows the connection limit."""
-        self._allow(0 if self._no_share else change.after.connections)
-        # Slower because another sender took its share is no trouble; a server's reply is.
-        level = logging.WARNING if change.slower and not self._sharing else logging.INFO
-        log.log(level, "digest %s: %s", self._digest_id, change.describe())
-
-    def _allow(self, connections: int) -> None:
-        """Let this many connections be open. Fewer than before: the connections over it hang up
-        after their chunk, and idle ones are woken (an empty chunk) to hang up now, so the
-        connections this sender gave up are closed soon, not when it next has work."""
-        before = self._allowed
-        self._allowed = connections
-        self.gate.set_allowed(connections)
-        for _ in range(max(0, before - connections)):
-            self.inbox.put([])
-
-    def _follow_share(self) -> None:
-        """Take this sender's part of the limits when it changed (another sender came or went)."""
-        if self.share_source is None:
-            return
-        share = self.share_source()
-        if share == self._share:
-            return
-        self._share = share
-        if share is not None and share.connections == 0:
-            if not self._no_share:
-                log.info(
-                    "digest %s: %d senders share %d connections: none is free for this one, "
-                    "which waits for one",
-                    self._digest_id,
-                    share.senders,
-                    self.smtp.connections,
-                )
-            self._no_share = True
-            self._allow(0)
-            return
-        self._no_share = False
-        per_second = self.smtp.max_per_second if share is None else share.per_second
-        connections = self.smtp.connections if share is None else share.connections
-        self.max_claimed = 2 * connections * self.smtp.claim_batch  # the bound, for our share
-        senders = 1 if share is None else share.senders
-        self._sharing = True
-        try:
-            self.throttle.set_ceiling(
-                per_second,
-                connections,
-                f"{senders} sender{'s' if senders > 1 else ''} share [smtp] connections and "
-                "max_per_second",
-            )
-        finally:
-            self._sharing = False
-        self._allow(self.throttle.limits().connections)
-
     # -- coordinator ----------------------------------------------------------------------
     def run(self, digest_id: int) -> SendReport:
         """Send every due row of the digest's outbox, waiting for retries; see ``SendReport``."""
@@ -304,7 +188,7 @@ class DeliveryEngine:
 
     def _run(self, digest_id: int) -> SendReport:
         report = SendReport(digest_id)
-        self._digest_id = digest_id
+        self.limits.label = digest_id
         now = self.clock()
         with self.store.atomic() as conn:
             released = outbox.release_in_flight(conn, digest_id, now=now)
@@ -314,7 +198,7 @@ class DeliveryEngine:
         if skipped:
             log.info("digest %s: skipped %d subscribers who left meanwhile", digest_id, skipped)
         total = sum(counts.values())
-        self._follow_share()
+        self.limits.follow()
         self.progress.start(total, total - counts.get("pending", 0))
         workers = [SmtpWorker(self.shared, i) for i in range(self.smtp.connections)]
         for worker in workers:
@@ -356,8 +240,12 @@ class DeliveryEngine:
                 self._renew(digest_id)
             stopping = self.stop.is_set() or self.halt.is_set()
             busy = self._claimed - len(self._finished)  # claimed rows not finished yet
-            room = 0 if stopping or exhausted or self._no_share else self.max_claimed - busy
-            want = room if room >= max(1, self.max_claimed // 2) else 0
+            room = (
+                0
+                if stopping or exhausted or self.limits.no_share
+                else self.limits.max_claimed - busy
+            )
+            want = room if room >= max(1, self.limits.max_claimed // 2) else 0
             if want or self._finished:
                 claimed: list[Recipient] = []
                 now = self.clock()
@@ -395,7 +283,7 @@ class DeliveryEngine:
             if self._claimed == 0:
                 if stopping:
                     return
-                if self._no_share and not exhausted:
+                if self.limits.no_share and not exhausted:
                     if not self.wait_for_retries or self.stop.wait(OTHERS_POLL_SECONDS):
                         return  # no connection of ours: the other senders carry on
                     self._after_transaction()
@@ -453,11 +341,8 @@ class DeliveryEngine:
     def _transaction(self) -> Iterator[Connection]:
         """One committed transaction on the coordinator's connection, like ``Store.atomic``."""
         assert self._conn is not None
-        try:
-            with self._conn.begin():
-                yield self._conn
-        except OperationalError as exc:
-            raise StoreError(f"database error: {exc.orig}") from exc
+        with self.store.atomic_on(self._conn) as conn:
+            yield conn
 
     def _drain(self, report: SendReport) -> None:
         """Take what the workers reported; count it and watch for failures in a row."""
@@ -505,7 +390,7 @@ class DeliveryEngine:
     def _after_transaction(self) -> None:
         if self.on_batch is not None:
             self.on_batch()
-        self._follow_share()
+        self.limits.follow()
 
     def _wait_for_retries(self, digest_id: int, report: SendReport) -> bool:
         """Block until the next pending row is due, or until rows other senders hold are

@@ -149,6 +149,15 @@ class Store:
         except OperationalError as exc:
             raise StoreError(_describe(self.where, exc)) from exc
 
+    @contextmanager
+    def atomic_on(self, conn: Connection) -> Iterator[Connection]:
+        """Like ``atomic``, on a connection the caller keeps open between transactions."""
+        try:
+            with conn.begin():
+                yield conn
+        except OperationalError as exc:
+            raise StoreError(_describe(self.where, exc)) from exc
+
     def close(self) -> None:
         self.engine.dispose()
 
