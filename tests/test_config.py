@@ -164,6 +164,27 @@ def test_previous_secrets_from_the_file_or_the_environment(
     assert "one-older" not in repr(load_settings(path))
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[smtp]\nprot = 25\n", "smtp.prot: unknown key (did you mean port? "),
+        ("[smtpp]\nhost = 'x'\n", "smtpp: unknown key (did you mean smtp? "),
+        (
+            "[[sources.feeds]]\nurl = 'https://example.org/f'\nnmae = 'x'\n",
+            "sources.feeds.0.nmae: unknown key (did you mean name? ",
+        ),
+        # nothing close: no guess, only where the keys are listed
+        ("[sources]\nseeds_dir = 'x'\n", "sources.seeds_dir: unknown key (the keys are listed"),
+    ],
+)
+def test_an_unknown_key_names_the_closest_known_one(tmp_path: Path, text: str, expected: str):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert str(caught.value).startswith(f"{path}: {expected}")
+    assert str(caught.value).endswith("[fix or remove it]")
+
+
 def test_secrets_never_appear_in_error_messages(tmp_path: Path):
     # Values no temporary path can hold by chance: the message names the file.
     path = write(tmp_path, "[web]\nsecret = 73516284\n[smtp]\npassword = 8041926375\n")

@@ -1,21 +1,10 @@
-"""Settings: one validated object, loaded from a TOML file and NEWSLETTER_* env vars.
-
-Precedence: environment (``NEWSLETTER_<SECTION>__<KEY>``) over the file over defaults.
-Relative paths in a file are relative to the file's folder; defaults are relative to the
-current directory. Pass the resulting ``Settings`` object down; nothing reads it globally.
-"""
+"""The settings' sections: one validated model per TOML table, with their defaults."""
 
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
-import tomllib
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -26,19 +15,9 @@ from pydantic import (
     EmailStr,
     Field,
     SecretStr,
-    ValidationError,
     ValidationInfo,
     field_validator,
 )
-from pydantic_settings import (
-    BaseSettings,
-    InitSettingsSource,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    SettingsError,
-)
-
-from newsletter.errors import ConfigError
 
 ENV_PREFIX = "NEWSLETTER_"
 CONFIG_ENV_VAR = "NEWSLETTER_CONFIG"
@@ -303,186 +282,3 @@ class BouncesSettings(Section):
 
 class LoggingSettings(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-
-
-_NO_FILE: Mapping[str, Any] = MappingProxyType({})
-_file_data: ContextVar[Mapping[str, Any]] = ContextVar("newsletter_config_file", default=_NO_FILE)
-
-
-class Settings(BaseSettings):
-    """The whole configuration, validated. Build it with :func:`load_settings`."""
-
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        env_nested_delimiter="__",
-        extra="forbid",
-        frozen=True,
-    )
-
-    smtp: SmtpSettings = SmtpSettings()
-    newsletter: NewsletterSettings = NewsletterSettings()
-    sources: SourcesSettings = SourcesSettings()
-    store: StoreSettings = StoreSettings()
-    digest: DigestSettings = DigestSettings()
-    web: WebSettings = WebSettings()
-    schedule: ScheduleSettings = ScheduleSettings()
-    workers: WorkersSettings = WorkersSettings()
-    dkim: DkimSettings = DkimSettings()
-    bounces: BouncesSettings = BouncesSettings()
-    logging: LoggingSettings = LoggingSettings()
-    config_path: Path | None = None
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        file_settings = InitSettingsSource(settings_cls, init_kwargs=dict(_file_data.get()))
-        return (init_settings, env_settings, file_settings)
-
-    @property
-    def var_dir(self) -> Path:
-        """Where runtime state (database, capture inbox, previews) lives by default."""
-        base = self.config_path.parent if self.config_path else Path.cwd()
-        return base / DEFAULT_VAR_DIR
-
-
-@contextmanager
-def _file_values(data: Mapping[str, Any]) -> Iterator[None]:
-    token = _file_data.set(data)
-    try:
-        yield
-    finally:
-        _file_data.reset(token)
-
-
-def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
-    """Load settings from ``path`` (or ``$NEWSLETTER_CONFIG``), env vars and ``overrides``."""
-    if path is None and os.environ.get(CONFIG_ENV_VAR):
-        path = os.environ[CONFIG_ENV_VAR]
-    config_path = Path(path).resolve() if path else None
-    data = _read_toml(config_path) if config_path else {}
-    source = str(config_path) if config_path else "the built-in defaults"
-    try:
-        with _file_values(data):
-            settings = Settings(**overrides, config_path=config_path)
-    except ValidationError as exc:
-        raise ConfigError(_describe_validation_error(exc, source)) from None
-    except SettingsError as exc:  # an environment variable that is not valid JSON
-        raise ConfigError(_describe_unparsable_environment(exc)) from None
-    return _resolve_paths(settings) if config_path else settings
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{path}: config file not found (check --config or ${CONFIG_ENV_VAR})"
-        ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
-
-
-def _env_name(loc: tuple[int | str, ...]) -> str:
-    return ENV_PREFIX + "__".join(str(p) for p in loc if not isinstance(p, int)).upper()
-
-
-def _variable_behind(loc: tuple[int | str, ...]) -> str | None:
-    """The environment variable a value at ``loc`` came from, if one is set (env wins)."""
-    set_names = {name.upper(): name for name in os.environ}
-    for end in range(len(loc), 0, -1):  # smtp.port, then smtp (a whole section as JSON)
-        if isinstance(loc[end - 1], int):
-            continue
-        name = set_names.get(_env_name(loc[:end]))
-        if name is not None:
-            return name
-    return None
-
-
-# Keys whose values an error never repeats: secrets, and a mailbox URL that may hold one.
-_NEVER_REPEATED = ("password", "secret", "mailbox")
-
-
-def _describe_validation_error(exc: ValidationError, source: str) -> str:
-    """One line naming the first bad key, where its value came from, and what is wrong."""
-    error = exc.errors()[0]
-    key = ".".join(str(part) for part in error["loc"])
-    variable = _variable_behind(error["loc"])
-    message = error["msg"]
-    if error["type"] == "extra_forbidden":
-        message = "unknown key (check the spelling against config.example.toml)"
-    elif error["type"] == "missing":
-        message = "required key is missing"
-    else:
-        message = message.removeprefix("Value error, ")
-        if (
-            "input" in error
-            and not isinstance(error["input"], dict | list)
-            and not any(word in key for word in _NEVER_REPEATED)
-        ):
-            message += f" (got {error['input']!r})"
-    extra = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    if variable is not None:
-        return f"environment variable {variable}: {key}: {message} [fix or unset it]{extra}"
-    hint = f"set it in the file or with {_env_name(error['loc'])}"
-    return f"{source}: {key}: {message} [{hint}]{extra}"
-
-
-def _describe_unparsable_environment(exc: SettingsError) -> str:
-    """pydantic-settings names only the field; name the variables that can have set it."""
-    field_name = str(exc).partition('field "')[2].partition('"')[0]
-    prefix = _env_name((field_name,)) if field_name else ENV_PREFIX
-    names = sorted(n for n in os.environ if n.upper().startswith(prefix))
-    which = ", ".join(names) or f"a {prefix}* variable"
-    return (
-        f"environment variable {which}: not a valid value for [{field_name}] (lists and "
-        f"tables are JSON, e.g. {ENV_PREFIX}WEB__PREVIOUS_SECRETS='[\"an-old-secret...\"]')"
-    )
-
-
-def _resolve_paths(settings: Settings) -> Settings:
-    assert settings.config_path is not None
-    base = settings.config_path.parent
-
-    def absolute(p: Path) -> Path:
-        return p if p.is_absolute() else base / p
-
-    sources = settings.sources.model_copy(
-        update={"articles_dir": absolute(settings.sources.articles_dir)}
-    )
-    digest = settings.digest
-    if digest.templates_dir is not None:
-        digest = digest.model_copy(update={"templates_dir": absolute(digest.templates_dir)})
-    dkim = settings.dkim
-    if dkim.private_key_file is not None:
-        dkim = dkim.model_copy(update={"private_key_file": absolute(dkim.private_key_file)})
-    bounces = settings.bounces
-    mailbox = bounces.mailbox or ""
-    folder = mailbox[8:] if mailbox[:8].lower() == "maildir:" else ""
-    if folder and not folder.startswith(("/", "~")):
-        bounces = bounces.model_copy(update={"mailbox": f"maildir:{absolute(Path(folder))}"})
-    store = settings.store
-    prefix = "sqlite:///"
-    if (
-        store.url.startswith(prefix)
-        and not store.url.startswith(prefix + "/")
-        and ":memory:" not in store.url
-    ):
-        store = store.model_copy(update={"url": prefix + str(base / store.url[len(prefix) :])})
-    return settings.model_copy(
-        update={
-            "sources": sources,
-            "digest": digest,
-            "dkim": dkim,
-            "bounces": bounces,
-            "store": store,
-        }
-    )
