@@ -20,13 +20,14 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import Envelope, Session
-from sqlalchemy import select
+from sqlalchemy import select, text, update
 
 from newsletter import app
 from newsletter.app import Context, subscriptions
@@ -288,10 +289,6 @@ def test_sigterm_stops_a_worker_after_the_messages_in_flight_and_exits_0(
 def test_a_stalled_workers_rows_are_taken_over_once_its_lease_lapses(
     tmp_path: Path, pg_url: str, postgres: PostgresCluster
 ):
-    # A stopped process may be stopped in the middle of a transaction: PostgreSQL ends such a
-    # session after a while, as it does for a host that is gone (README, "Scaling out").
-    database = pg_url.rsplit("/", 1)[1]
-    postgres.execute(f'ALTER DATABASE "{database}" SET idle_in_transaction_session_timeout = 1000')
     handler = PacedHandler(delay=0.003)
     with (
         SmtpTestServer(handler) as server,
@@ -308,6 +305,15 @@ def test_a_stalled_workers_rows_are_taken_over_once_its_lease_lapses(
         stalled = team.start("worker")
         team.wait_for(lambda: len(handler.received) >= 60, "the first worker to deliver")
         stalled.send_signal(signal.SIGSTOP)
+        # Stopped in the middle of a transaction, its sessions keep their row locks until the
+        # server ends them, as it does for a host that is gone (README, "Scaling out"). Its
+        # idle_in_transaction_session_timeout cannot always: ending a session, it writes to a
+        # client that may have stopped reading. Here they end at once.
+        postgres.psql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE application_name = 'newsletter pid {stalled.pid}'",
+            database=pg_url.rsplit("/", 1)[1],
+        )
         try:
             held = {e for e, (state, _) in team.rows().items() if state == "sending"}
             helper = team.start("worker")
@@ -332,6 +338,35 @@ def test_a_stalled_workers_rows_are_taken_over_once_its_lease_lapses(
     # recorded yet when it stopped.
     assert {email for email, n in received.items() if n > 1} <= held
     assert max(received.values()) <= 2
+
+
+def test_rows_a_stuck_session_locks_do_not_hold_up_the_takeover_of_the_others(
+    tmp_path: Path, pg_url: str
+):
+    with fleet(tmp_path, pg_url, 1, 4) as team:  # nothing is sent: no server needed
+        digest_id = team.queue()
+        store, now = team.ctx.store, team.ctx.clock()
+        with store.atomic() as conn:  # a sender that stalled left every row in sending
+            conn.execute(
+                update(deliveries).values(
+                    state="sending",
+                    lease_owner="elsewhere:1:x",
+                    lease_expires_at=now - timedelta(minutes=5),
+                )
+            )
+            first = min(conn.execute(select(deliveries.c.id)).scalars())
+        with store.engine.connect() as stuck:  # its session still locks the first row
+            stuck.execute(select(deliveries.c.id).where(deliveries.c.id == first).with_for_update())
+            with store.atomic() as conn:
+                conn.execute(text("SET LOCAL lock_timeout = '10s'"))  # waiting would be the bug
+                released = outbox.release_in_flight(conn, digest_id, now=now)
+            stuck.rollback()
+        with store.atomic() as conn:
+            released_later = outbox.release_in_flight(conn, digest_id, now=now)
+            session = conn.execute(text("SELECT current_setting('application_name')")).scalar()
+
+    assert (released, released_later) == (3, 1)  # the locked one once its session let go
+    assert session == f"newsletter pid {os.getpid()}"  # what pg_stat_activity shows
 
 
 def test_send_now_and_a_worker_deliver_one_digest_together_without_duplicates(

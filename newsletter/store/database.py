@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -63,8 +64,15 @@ def connect(url: str) -> Engine:
         and not parsed.database.startswith("file:")  # a URI (?uri=true): opened as given
     ):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    # On PostgreSQL each session names its process, so an operator (or a test) can tell in
+    # pg_stat_activity which process holds what.
+    connect_args = (
+        {"application_name": f"newsletter pid {os.getpid()}"}
+        if parsed.get_backend_name() == "postgresql"
+        else {}
+    )
     try:
-        engine = create_engine(parsed)
+        engine = create_engine(parsed, connect_args=connect_args)
     except ImportError as exc:
         extra = " (pip install 'newsletter[postgres]')" if parsed.drivername == _PSYCOPG else ""
         raise StoreError(

@@ -78,13 +78,20 @@ def release_in_flight(conn: Connection, digest_id: int, *, now: datetime) -> int
     gone = _gone_owners(conn, digest_id, now=now)
     if gone:
         abandoned = or_(abandoned, deliveries.c.lease_owner.in_(gone))
-    return conn.execute(
-        update(deliveries)
+    # Rows a stuck session still locks are left for a later look instead of waited for: the
+    # session of a stopped process can outlive its lease (PostgreSQL; SQLite has one writer).
+    free = (
+        select(deliveries.c.id)
         .where(
             deliveries.c.digest_id == digest_id,
             deliveries.c.state == DeliveryState.SENDING.value,
             abandoned,
         )
+        .with_for_update(skip_locked=True)
+    )
+    return conn.execute(
+        update(deliveries)
+        .where(deliveries.c.id.in_(free))
         .values(
             state=DeliveryState.PENDING.value,
             updated_at=now,
