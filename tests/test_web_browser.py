@@ -83,7 +83,10 @@ def log_in(driver: WebDriver, site: str, *, password: str = PASSWORD) -> None:
     driver.get(f"{site}/login")
     driver.find_element(By.ID, "username").send_keys("ada")
     driver.find_element(By.ID, "password").send_keys(password)
-    driver.find_element(By.ID, "login-button").click()
+    button = driver.find_element(By.ID, "login-button")
+    button.click()
+    # The answer's page replaced the form (logged in or not): the next step starts after it.
+    WebDriverWait(driver, 30).until(ec.staleness_of(button))
 
 
 def test_preview_at_desktop_and_phone_widths(ctx, site, browser):
