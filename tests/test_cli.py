@@ -213,6 +213,7 @@ def test_demo_delivers_one_digest_per_sample_subscriber(run: Run, env: Path):
     }
     assert all(p.with_suffix(".html").exists() for p in messages)
     assert str(inbox) in out
+    assert "admin add-user NAME" in out  # the web preview needs an account now
     for path in messages:  # the capture inbox is not the strict test server: check here
         delivered_to, _, data = path.read_bytes().partition(b"\r\n")
         wire.assert_conforms(data, rcpt_tos=[delivered_to.split(b": ", 1)[1].decode()])

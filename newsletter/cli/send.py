@@ -318,7 +318,8 @@ def demo(state: CliState) -> None:
         )
     command = _this_command()
     click.echo(
-        f"preview a digest yourself: {command} preview    (or {command} serve, then /preview)"
+        f"preview a digest yourself: {command} preview    (or {command} admin add-user NAME, "
+        f"then {command} serve and log in at /preview)"
     )
 
 
