@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from newsletter import app
@@ -163,6 +163,7 @@ def test_search_by_address_or_name_and_filter_by_state(ctx, clock):
     before=st.text(max_size=30),
     after=st.text(max_size=30),
 )
+@example(query="", state="", before="\u00b9", after="\u00b9")  # digits to isdigit(), not to int()
 def test_any_search_parameters_get_a_page(client, query, state, before, after):
     answer = client.get(
         "/admin/subscribers", params={"q": query, "state": state, "before": before, "after": after}

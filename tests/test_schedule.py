@@ -113,6 +113,7 @@ def test_macros():
         ("0 7 * *", "expected 5 fields (or 6 with seconds first), got 4"),
         ("0 25 * * *", "higher than the maximum value (23)"),
         ("0 7 * * 8", "unknown weekday '8'"),
+        ("0 7 * * \u00b9", "unknown weekday '\u00b9'"),  # a digit to isdigit(), not to int()
         ("0 7 * * 5-1", "runs backwards"),
         ("0 7 1 * 1", "restrict the day of the month or the weekday, not both"),
         ("0 0 31 2 *", "it never fires"),

@@ -12,8 +12,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -69,7 +71,9 @@ def state_of(ctx: Context, email: str) -> SubscriberState | None:
 
 
 def wait(driver: WebDriver) -> WebDriverWait:
-    return WebDriverWait(driver, WAIT)
+    """A wait that looks again while a page is being replaced: Chromium then answers for an
+    element of the old page with a stale reference or "node does not belong to the document"."""
+    return WebDriverWait(driver, WAIT, ignored_exceptions=(WebDriverException,))
 
 
 def in_email_frame(driver: WebDriver) -> None:
@@ -83,10 +87,19 @@ def log_in(driver: WebDriver, site: str, *, password: str = PASSWORD) -> None:
     driver.get(f"{site}/login")
     driver.find_element(By.ID, "username").send_keys("ada")
     driver.find_element(By.ID, "password").send_keys(password)
-    button = driver.find_element(By.ID, "login-button")
-    button.click()
+    form = driver.find_element(By.ID, "login-button")
+    form.click()
     # The answer's page replaced the form (logged in or not): the next step starts after it.
-    WebDriverWait(driver, 30).until(ec.staleness_of(button))
+    WebDriverWait(driver, 3 * WAIT).until(lambda _: gone(form))  # argon2 takes a while
+
+
+def gone(element: WebElement) -> bool:
+    """Whether ``element``'s page was replaced (Chromium says so in more than one way)."""
+    try:
+        element.is_enabled()
+    except WebDriverException:  # stale, or "node does not belong to the document"
+        return True
+    return False
 
 
 def test_preview_at_desktop_and_phone_widths(ctx, site, browser):

@@ -150,7 +150,7 @@ def _weekdays(field: str) -> str:
 
 
 def _weekday_number(text: str) -> int:
-    if text.isdigit() and int(text) <= 7:
+    if text.isascii() and text.isdigit() and int(text) <= 7:
         return int(text)
     if text in CRON_DAYS:
         return CRON_DAYS.index(text)

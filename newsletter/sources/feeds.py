@@ -236,7 +236,7 @@ def _read_body(
         "check the url or raise the limit"
     )
     declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise _FetchError(f"{too_big} (Content-Length: {int(declared):,})")
     chunks: list[bytes] = []
     size = 0

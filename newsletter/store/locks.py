@@ -31,7 +31,7 @@ def owner_is_dead(owner: str) -> bool:
     """True if ``owner`` (``host:pid`` or ``host:pid:tag``) is a process gone from this host."""
     host, _, rest = owner.partition(":")
     pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
+    if host != socket.gethostname() or not (pid.isascii() and pid.isdigit()):
         return False
     try:
         os.kill(int(pid), 0)

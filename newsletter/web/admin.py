@@ -39,7 +39,7 @@ _CHUNK = 64 * 1024
 
 def _int_param(request: Request, name: str) -> int | None:
     value = request.query_params.get(name, "")
-    return int(value) if value.isdigit() and len(value) <= 12 else None
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 12 else None
 
 
 def _state_param(request: Request) -> SubscriberState | None:
