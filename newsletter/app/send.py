@@ -116,13 +116,7 @@ def deliver_digest(
         digest = digest_rows.get_digest(conn, digest_id)
         assert digest is not None, f"digest {digest_id} vanished"
         if digest.state is DigestState.PAUSED:
-            digest_rows.set_digest_state(
-                conn,
-                digest_id,
-                DigestState.SENDING,
-                now=ctx.clock(),
-                only_from=[DigestState.PAUSED],
-            )
+            digest_rows.resume_paused(conn, digest_id, now=ctx.clock())
     with ExitStack() as own:
         if presence is None:  # a sender of its own: it shares the SMTP limits all the same
             presence = own.enter_context(sender_presence(ctx, digest.kind.value))
@@ -265,13 +259,7 @@ def queue_digest(ctx: Context, *, slot: str | None = None) -> SendSummary:
     unfinished, upcoming = _plan(ctx, slot, summary)
     with ctx.store.atomic() as conn:
         for digest_id in unfinished:
-            digest_rows.set_digest_state(
-                conn,
-                digest_id,
-                DigestState.SENDING,
-                now=ctx.clock(),
-                only_from=[DigestState.PAUSED],
-            )
+            digest_rows.resume_paused(conn, digest_id, now=ctx.clock())
     summary.left_to_workers = unfinished
     if upcoming is not None:
         digest_id, recipients = _create_digest(ctx, upcoming, slot)

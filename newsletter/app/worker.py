@@ -44,7 +44,6 @@ from newsletter.app.senders import (
 )
 from newsletter.delivery.report import SendReport
 from newsletter.errors import DeliveryPaused, NewsletterError, SendInProgress
-from newsletter.models import DigestState
 from newsletter.store import digests as digest_rows
 from newsletter.store import outbox
 
@@ -200,9 +199,7 @@ def _digests_to_work_on(
             if not outbox.digest_is_sending(conn, digest_id):  # paused
                 if once or not pauses.ready(digest_id):
                     continue
-                if digest_rows.set_digest_state(
-                    conn, digest_id, DigestState.SENDING, now=now, only_from=[DigestState.PAUSED]
-                ):
+                if digest_rows.resume_paused(conn, digest_id, now=now):
                     log.info("digest %s: resuming it after its pause", digest_id)
             if outbox.has_due_work(conn, digest_id, now=now):
                 todo.append(digest_id)
@@ -218,13 +215,7 @@ def _resume_paused(ctx: Context) -> None:
     """Set every paused digest sending again."""
     with ctx.store.atomic() as conn:
         for digest_id in digest_rows.unfinished_digest_ids(conn):
-            digest_rows.set_digest_state(
-                conn,
-                digest_id,
-                DigestState.SENDING,
-                now=ctx.clock(),
-                only_from=[DigestState.PAUSED],
-            )
+            digest_rows.resume_paused(conn, digest_id, now=ctx.clock())
 
 
 @contextmanager

@@ -237,6 +237,13 @@ def set_digest_state(
     return conn.execute(stmt.values(**values)).rowcount == 1
 
 
+def resume_paused(conn: Connection, digest_id: int, *, now: datetime) -> bool:
+    """Set a paused digest sending again; whether it was paused."""
+    return set_digest_state(
+        conn, digest_id, DigestState.SENDING, now=now, only_from=[DigestState.PAUSED]
+    )
+
+
 def lock_digest_state(conn: Connection, digest_id: int) -> DigestState | None:
     """The digest's state, its row locked until the transaction ends (PostgreSQL): senders
     that finish at the same time decide what becomes of the digest one after the other."""
